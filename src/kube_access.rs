@@ -1,0 +1,579 @@
+//! The Kubernetes access layer: one client, raw JSON requests, and errors that keep what the
+//! retry policy needs (status code, reason, `Retry-After`).
+//!
+//! kube-client's own retry layer is switched off (`default_retry = false`): it would retry
+//! 429/503/504 up to 15 times with delays up to 1000 s, silently, outside our deadline and
+//! attempt budget. Every retry happens in [`crate::retry`] instead, once, logged with its delay.
+//! Requests go through `Client::send` so the response headers (`Retry-After`) stay visible.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::kinds::ObjectRef;
+
+/// How to reach the API server.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Explicit kubeconfig file; else `KUBECONFIG`, `~/.kube/config`, or in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig.
+    pub context: Option<String>,
+}
+
+/// Errors building the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the kubeconfig failed.
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// Why.
+        source: kube::config::KubeconfigError,
+    },
+    /// No usable configuration was found.
+    #[error("no Kubernetes configuration: {0}")]
+    Infer(String),
+    /// The client could not be built (TLS, proxy, ...).
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Build a client with kube-client's retry layer off (see the module docs).
+pub async fn build_client(opts: &ClientOptions) -> Result<Client, ConfigError> {
+    let kc_opts = KubeConfigOptions {
+        context: opts.context.clone(),
+        ..Default::default()
+    };
+    let mut config = match (&opts.kubeconfig, &opts.context) {
+        (Some(path), _) => {
+            let kc = Kubeconfig::read_from(path).map_err(|source| ConfigError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &kc_opts)
+                .await
+                .map_err(|source| ConfigError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&kc_opts)
+            .await
+            .map_err(|e| ConfigError::Infer(e.to_string()))?,
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| ConfigError::Infer(e.to_string()))?,
+    };
+    config.default_retry = false;
+    Ok(Client::try_from(config)?)
+}
+
+/// The verb of a request, for messages and RBAC hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// GET one object.
+    Get,
+    /// GET a collection.
+    List,
+    /// POST.
+    Create,
+    /// PATCH.
+    Patch,
+    /// Discovery GET.
+    Discover,
+}
+
+impl Verb {
+    /// The RBAC verb.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get | Verb::Discover => "get",
+            Verb::List => "list",
+            Verb::Create => "create",
+            Verb::Patch => "patch",
+        }
+    }
+}
+
+/// A failed API request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered with an error status.
+    #[error("{} {target}: HTTP {code} {reason}: {message}", verb.as_str())]
+    Status {
+        /// What we tried.
+        verb: Verb,
+        /// What we tried it on.
+        target: String,
+        /// HTTP status code.
+        code: u16,
+        /// Kubernetes reason (`Forbidden`, `Conflict`, ...).
+        reason: String,
+        /// The server's message.
+        message: String,
+        /// Server-requested delay (Retry-After header or details.retryAfterSeconds).
+        retry_after: Option<Duration>,
+    },
+    /// No HTTP answer: connection refused/reset, TLS, DNS.
+    #[error("{} {target}: {message}", verb.as_str())]
+    Transport {
+        /// What we tried.
+        verb: Verb,
+        /// What we tried it on.
+        target: String,
+        /// The transport error.
+        message: String,
+    },
+    /// No answer within the per-request timeout.
+    #[error("{} {target}: no response within {timeout:?}", verb.as_str())]
+    Timeout {
+        /// What we tried.
+        verb: Verb,
+        /// What we tried it on.
+        target: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A success status with a body we could not read.
+    #[error("{} {target}: unreadable response: {message}", verb.as_str())]
+    Decode {
+        /// What we tried.
+        verb: Verb,
+        /// What we tried it on.
+        target: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl ApiError {
+    /// HTTP status code, if the server answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Where an object's API lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// Plural resource name, e.g. `managedcharts`.
+    pub plural: String,
+    /// Whether the kind is namespaced.
+    pub namespaced: bool,
+}
+
+/// The access layer: a client, a request counter and a discovery cache.
+#[derive(Clone)]
+pub struct Access {
+    client: Client,
+    request_timeout: Duration,
+    requests: Arc<AtomicU64>,
+    discovery: Arc<Mutex<HashMap<String, Arc<Value>>>>,
+}
+
+impl Access {
+    /// Wrap a client; every request is limited to `request_timeout`.
+    pub fn new(client: Client, request_timeout: Duration) -> Self {
+        Self {
+            client,
+            request_timeout,
+            requests: Arc::new(AtomicU64::new(0)),
+            discovery: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// How many HTTP requests were sent (retries included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The URL path of an object (or, with `name` `None`, of its collection).
+    pub fn path(r: &Resolved, obj: &ObjectRef) -> String {
+        object_path(
+            &obj.api_version,
+            &r.plural,
+            obj.namespace.as_deref().filter(|_| r.namespaced),
+            Some(&obj.name),
+        )
+    }
+
+    /// Send one request; map non-2xx answers to [`ApiError::Status`].
+    pub async fn request(
+        &self,
+        verb: Verb,
+        target: &str,
+        method: Method,
+        uri: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Value, ApiError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::ACCEPT, "application/json");
+        let bytes = match body {
+            Some((ct, b)) => {
+                builder = builder.header(header::CONTENT_TYPE, ct);
+                b
+            }
+            None => Vec::new(),
+        };
+        let req =
+            builder
+                .body(kube::client::Body::from(bytes))
+                .map_err(|e| ApiError::Transport {
+                    verb,
+                    target: target.to_string(),
+                    message: format!("cannot build request: {e}"),
+                })?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let fut = async {
+            let res = self
+                .client
+                .send(req)
+                .await
+                .map_err(|e| ApiError::Transport {
+                    verb,
+                    target: target.to_string(),
+                    message: transport_message(&e),
+                })?;
+            let status = res.status();
+            let retry_after = res
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ApiError::Transport {
+                    verb,
+                    target: target.to_string(),
+                    message: format!("reading response: {e}"),
+                })?;
+            Ok::<_, ApiError>((status, retry_after, body.to_bytes()))
+        };
+        let (status, retry_after, body) = tokio::time::timeout(self.request_timeout, fut)
+            .await
+            .map_err(|_| ApiError::Timeout {
+            verb,
+            target: target.to_string(),
+            timeout: self.request_timeout,
+        })??;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+                verb,
+                target: target.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Err(status_error(verb, target, status, retry_after, &body))
+    }
+
+    /// GET an object as JSON; `Ok(None)` on 404.
+    pub async fn get(&self, target: &str, path: &str) -> Result<Option<Value>, ApiError> {
+        match self
+            .request(Verb::Get, target, Method::GET, path, None)
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(ApiError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Apply a JSON Patch (RFC 6902); `dry_run` sends `dryRun=All`.
+    pub async fn json_patch(
+        &self,
+        target: &str,
+        path: &str,
+        patch: &Value,
+        field_manager: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut uri = format!("{path}?fieldManager={}", urlencode(field_manager));
+        if dry_run {
+            uri.push_str("&dryRun=All");
+        }
+        let body = serde_json::to_vec(patch).map_err(|e| ApiError::Decode {
+            verb: Verb::Patch,
+            target: target.to_string(),
+            message: e.to_string(),
+        })?;
+        self.request(
+            Verb::Patch,
+            target,
+            Method::PATCH,
+            &uri,
+            Some(("application/json-patch+json", body)),
+        )
+        .await
+    }
+
+    /// A JSON merge patch (for status/ConfigMap writes that need no test operations).
+    pub async fn merge_patch(
+        &self,
+        target: &str,
+        path: &str,
+        patch: &Value,
+        field_manager: &str,
+    ) -> Result<Value, ApiError> {
+        let uri = format!("{path}?fieldManager={}", urlencode(field_manager));
+        let body = serde_json::to_vec(patch).map_err(|e| ApiError::Decode {
+            verb: Verb::Patch,
+            target: target.to_string(),
+            message: e.to_string(),
+        })?;
+        self.request(
+            Verb::Patch,
+            target,
+            Method::PATCH,
+            &uri,
+            Some(("application/merge-patch+json", body)),
+        )
+        .await
+    }
+
+    /// POST an object to a collection path.
+    pub async fn create(
+        &self,
+        target: &str,
+        collection: &str,
+        obj: &Value,
+        field_manager: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut uri = format!("{collection}?fieldManager={}", urlencode(field_manager));
+        if dry_run {
+            uri.push_str("&dryRun=All");
+        }
+        let body = serde_json::to_vec(obj).map_err(|e| ApiError::Decode {
+            verb: Verb::Create,
+            target: target.to_string(),
+            message: e.to_string(),
+        })?;
+        self.request(
+            Verb::Create,
+            target,
+            Method::POST,
+            &uri,
+            Some(("application/json", body)),
+        )
+        .await
+    }
+
+    /// Resolve a kind through discovery; `Ok(None)` when the server does not serve it.
+    pub async fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Resolved>, ApiError> {
+        let list = {
+            let cached = self.discovery.lock().await.get(api_version).cloned();
+            match cached {
+                Some(v) => v,
+                None => {
+                    let path = if api_version.contains('/') {
+                        format!("/apis/{api_version}")
+                    } else {
+                        format!("/api/{api_version}")
+                    };
+                    let v = match self
+                        .request(Verb::Discover, &path, Method::GET, &path, None)
+                        .await
+                    {
+                        Ok(v) => v,
+                        Err(ApiError::Status { code: 404, .. }) => Value::Null,
+                        Err(e) => return Err(e),
+                    };
+                    let v = Arc::new(v);
+                    self.discovery
+                        .lock()
+                        .await
+                        .insert(api_version.to_string(), v.clone());
+                    v
+                }
+            }
+        };
+        let found = list
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|r| {
+                r.get("kind").and_then(Value::as_str) == Some(kind)
+                    && r.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| !n.contains('/'))
+            });
+        Ok(found.and_then(|r| {
+            Some(Resolved {
+                plural: r.get("name")?.as_str()?.to_string(),
+                namespaced: r
+                    .get("namespaced")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            })
+        }))
+    }
+}
+
+/// The URL path for a resource collection or object.
+pub fn object_path(
+    api_version: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> String {
+    let mut p = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    if let Some(ns) = namespace {
+        p.push_str("/namespaces/");
+        p.push_str(ns);
+    }
+    p.push('/');
+    p.push_str(plural);
+    if let Some(n) = name {
+        p.push('/');
+        p.push_str(n);
+    }
+    p
+}
+
+/// The path of a ConfigMap.
+pub fn configmap_path(namespace: &str, name: &str) -> String {
+    object_path("v1", "configmaps", Some(namespace), Some(name))
+}
+
+fn status_error(
+    verb: Verb,
+    target: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ApiError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let get = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let retry_after = retry_after.or_else(|| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.pointer("/details/retryAfterSeconds"))
+            .and_then(Value::as_u64)
+            .map(Duration::from_secs)
+    });
+    let message = get("message").unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let t = text.trim();
+        if t.is_empty() {
+            status.canonical_reason().unwrap_or("").to_string()
+        } else {
+            t.chars().take(300).collect()
+        }
+    });
+    ApiError::Status {
+        verb,
+        target: target.to_string(),
+        code: status.as_u16(),
+        reason: get("reason")
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string()),
+        message,
+        retry_after,
+    }
+}
+
+fn transport_message(e: &kube::Error) -> String {
+    // The interesting part (connection refused/reset) is usually deep in the source chain.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            object_path(
+                "management.cattle.io/v3",
+                "managedcharts",
+                Some("fleet-local"),
+                Some("harvester")
+            ),
+            "/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/harvester"
+        );
+        assert_eq!(
+            object_path("v1", "nodes", None, Some("n1")),
+            "/api/v1/nodes/n1"
+        );
+        assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn status_errors_keep_retry_after() {
+        let body = br#"{"kind":"Status","reason":"TooManyRequests","message":"slow down","details":{"retryAfterSeconds":3}}"#;
+        let e = status_error(Verb::Patch, "x", StatusCode::TOO_MANY_REQUESTS, None, body);
+        let ApiError::Status {
+            retry_after,
+            reason,
+            ..
+        } = &e
+        else {
+            panic!()
+        };
+        assert_eq!(*retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(reason, "TooManyRequests");
+        let e = status_error(
+            Verb::Get,
+            "x",
+            StatusCode::BAD_GATEWAY,
+            Some(Duration::from_secs(1)),
+            b"upstream down",
+        );
+        assert!(e.to_string().contains("upstream down"));
+    }
+}

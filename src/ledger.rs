@@ -1,0 +1,847 @@
+//! The ledger format: the set of objects an upgrade paused, as recorded in a ConfigMap.
+//!
+//! Two forms are accepted (docs/ledger.md): the full versioned YAML document under the
+//! `ledger.yaml` key, and a minimal form (`charts`, `namespace`, ...) that a shell script
+//! writes with one `kubectl create configmap`. Both are validated as a whole before anything
+//! is touched; every problem is reported with the key and line it is on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+
+use crate::kinds::{self, FieldPath, ObjectRef};
+
+/// The data key holding the full-form recorded set.
+pub const LEDGER_KEY: &str = "ledger.yaml";
+/// The data key the restore status is written to (never the recorded set's key).
+pub const STATUS_KEY: &str = "status.yaml";
+/// Minimal form: whitespace- or comma-separated `NAME` or `NAMESPACE/NAME` of ManagedCharts.
+pub const CHARTS_KEY: &str = "charts";
+/// Minimal form: namespace for bare chart names.
+pub const NAMESPACE_KEY: &str = "namespace";
+/// Minimal form: the upgrade id.
+pub const UPGRADE_KEY: &str = "upgrade";
+/// Minimal form: when the upgrade paused (RFC 3339).
+pub const PAUSED_AT_KEY: &str = "pausedAt";
+/// Minimal form: `marked` or `unmarked` (default `unmarked`).
+pub const OWNERSHIP_KEY: &str = "ownership";
+/// The only full-form version this build reads.
+pub const FORMAT_VERSION: &str = "pause-ledger/v1";
+/// The field manager pause-ledger's own pause patches use.
+pub const DEFAULT_FIELD_MANAGER: &str = "pause-ledger";
+
+/// How restore decides that a paused object is still paused by this upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ownership {
+    /// The pause side marked each object (annotation with the upgrade id, pause field owned
+    /// by its field manager): restore requires both.
+    Marked,
+    /// No marks were written: "still paused" is the only check (weaker, documented).
+    Unmarked,
+}
+
+/// Which form the ledger was written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    /// `ledger.yaml`.
+    Full,
+    /// `charts` + `namespace` keys.
+    Minimal,
+}
+
+/// One validated entry: an object, its pause field and its restore order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// The object.
+    pub object: ObjectRef,
+    /// The boolean that pauses it.
+    pub field: FieldPath,
+    /// Lower orders are restored first.
+    pub order: i32,
+    /// Where the entry was written (for messages).
+    #[serde(skip)]
+    pub line: Option<u64>,
+}
+
+/// A validated ledger.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ledger {
+    /// The upgrade's id (may be empty only in an unmarked minimal ledger).
+    pub upgrade: String,
+    /// When the upgrade paused, if recorded.
+    pub paused_at: Option<Timestamp>,
+    /// How ownership is checked.
+    pub ownership: Ownership,
+    /// Field manager whose ownership of the pause field proves the pause was the upgrade's.
+    pub field_manager: String,
+    /// What to restore.
+    pub entries: Vec<Entry>,
+    /// Objects that were already paused before the upgrade: listed, never restored.
+    pub paused_before: Vec<ObjectRef>,
+    /// Which form was read.
+    pub form: Form,
+    /// SHA-256 of the recorded data, so a status can be matched to the set it describes.
+    pub digest: String,
+}
+
+/// A ConfigMap reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for LedgerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::str::FromStr for LedgerRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ns, name) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
+        check_label(ns)?;
+        check_subdomain(name)?;
+        Ok(LedgerRef {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// One problem found while validating a ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// `KEY line N` or `KEY` (and the field path when known).
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Why a ledger could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The ledger is invalid; nothing may be patched.
+    #[error("invalid ledger ({} problem{}):\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<Issue>),
+}
+
+impl LedgerError {
+    fn one(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![Issue {
+            location: location.into(),
+            message: message.into(),
+        }])
+    }
+
+    /// The individual problems.
+    pub fn issues(&self) -> &[Issue] {
+        match self {
+            Self::Invalid(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLedger {
+    version: String,
+    upgrade: String,
+    paused_at: String,
+    #[serde(default)]
+    ownership: Option<Ownership>,
+    #[serde(default)]
+    field_manager: Option<String>,
+    entries: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    paused_before: Vec<Spanned<RawEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawEntry {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    name: String,
+    #[serde(default)]
+    field: Option<String>,
+    #[serde(default)]
+    order: Option<i32>,
+}
+
+/// Parse and validate a ledger from a ConfigMap's `data`.
+pub fn parse_configmap_data(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError> {
+    let has_full = data.contains_key(LEDGER_KEY);
+    let has_minimal = data.contains_key(CHARTS_KEY);
+    let mut issues = Vec::new();
+    let known: &[&str] = if has_full {
+        &[LEDGER_KEY, STATUS_KEY]
+    } else {
+        &[
+            CHARTS_KEY,
+            NAMESPACE_KEY,
+            UPGRADE_KEY,
+            PAUSED_AT_KEY,
+            OWNERSHIP_KEY,
+            STATUS_KEY,
+        ]
+    };
+    for key in data.keys() {
+        if !known.contains(&key.as_str()) {
+            let hint = if has_full && key != LEDGER_KEY {
+                format!(" (the full form keeps everything under {LEDGER_KEY})")
+            } else {
+                String::new()
+            };
+            issues.push(Issue {
+                location: format!("key {key}"),
+                message: format!(
+                    "unknown data key{hint}; expected one of {}",
+                    known.join(", ")
+                ),
+            });
+        }
+    }
+    if has_full && has_minimal {
+        issues.push(Issue {
+            location: format!("key {CHARTS_KEY}"),
+            message: format!("both {LEDGER_KEY} and {CHARTS_KEY} are set; write one form only"),
+        });
+    }
+    let result = if has_full {
+        parse_full(&data[LEDGER_KEY])
+    } else if has_minimal {
+        parse_minimal(data)
+    } else {
+        Err(LedgerError::one(
+            "data",
+            format!(
+                "no recorded set: expected key {LEDGER_KEY} (full form) or {CHARTS_KEY} (minimal form)"
+            ),
+        ))
+    };
+    match result {
+        Ok(l) if issues.is_empty() => Ok(l),
+        Ok(_) => Err(LedgerError::Invalid(issues)),
+        Err(LedgerError::Invalid(mut more)) => {
+            issues.append(&mut more);
+            Err(LedgerError::Invalid(issues))
+        }
+    }
+}
+
+/// Parse and validate a ledger from a file: a ConfigMap manifest, or a bare `ledger.yaml` document.
+pub fn parse_file(text: &str) -> Result<Ledger, LedgerError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        data: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        charts: Option<String>,
+    }
+    // A bare ledger has `version:`; a ConfigMap manifest has `kind: ConfigMap`; a bare minimal
+    // form has `charts:` (its keys are the ConfigMap's data keys).
+    let probe: Result<Probe, _> = serde_saphyr::from_str(text);
+    match probe {
+        Ok(Probe {
+            kind: None,
+            charts: Some(_),
+            ..
+        }) => match serde_saphyr::from_str::<BTreeMap<String, String>>(text) {
+            Ok(data) => parse_configmap_data(&data),
+            Err(e) => Err(LedgerError::one(
+                "minimal form",
+                strip_location_prefix(&e.to_string()),
+            )),
+        },
+        Ok(Probe {
+            kind: Some(kind),
+            data,
+            ..
+        }) if kind == "ConfigMap" => parse_configmap_data(&data.unwrap_or_default()),
+        Ok(Probe {
+            kind: Some(kind), ..
+        }) => Err(LedgerError::one(
+            "kind",
+            format!(
+                "expected a ConfigMap manifest or a {LEDGER_KEY} document, found kind {kind:?}"
+            ),
+        )),
+        _ => parse_full(text),
+    }
+}
+
+fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
+    let raw: RawLedger = serde_saphyr::from_str(text).map_err(|e| {
+        let loc = match e.location() {
+            Some(l) => format!("{LEDGER_KEY} line {}", l.line()),
+            None => LEDGER_KEY.to_string(),
+        };
+        // saphyr's message repeats the location and may carry a snippet; keep its first line.
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("invalid YAML");
+        LedgerError::one(loc, strip_location_prefix(first))
+    })?;
+    let mut issues = Vec::new();
+    if raw.version != FORMAT_VERSION {
+        issues.push(Issue {
+            location: format!("{LEDGER_KEY} version"),
+            message: format!(
+                "unknown version {:?}; this build reads {FORMAT_VERSION:?}",
+                raw.version
+            ),
+        });
+    }
+    check_upgrade_id(&raw.upgrade, &format!("{LEDGER_KEY} upgrade"), &mut issues);
+    let paused_at = parse_time(
+        &raw.paused_at,
+        &format!("{LEDGER_KEY} pausedAt"),
+        &mut issues,
+    );
+    let field_manager = raw
+        .field_manager
+        .unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
+    if field_manager.is_empty() || field_manager.len() > 128 {
+        issues.push(Issue {
+            location: format!("{LEDGER_KEY} fieldManager"),
+            message: "must be 1-128 characters".into(),
+        });
+    }
+    if raw.entries.is_empty() {
+        issues.push(Issue {
+            location: format!("{LEDGER_KEY} entries"),
+            message: "is empty; a ledger with nothing to restore must not be written".into(),
+        });
+    }
+    let mut entries = Vec::new();
+    for (i, e) in raw.entries.into_iter().enumerate() {
+        let line = e.defined.line();
+        let loc = format!("{LEDGER_KEY} line {line}, entries[{i}]");
+        if let Some(entry) = validate_entry(e.value, &loc, Some(line), &mut issues) {
+            entries.push(entry);
+        }
+    }
+    let mut paused_before = Vec::new();
+    for (i, e) in raw.paused_before.into_iter().enumerate() {
+        let line = e.defined.line();
+        let loc = format!("{LEDGER_KEY} line {line}, pausedBefore[{i}]");
+        if let Some(entry) = validate_entry(e.value, &loc, Some(line), &mut issues) {
+            paused_before.push(entry.object);
+        }
+    }
+    check_duplicates(&entries, &mut issues);
+    if !issues.is_empty() {
+        return Err(LedgerError::Invalid(issues));
+    }
+    Ok(Ledger {
+        upgrade: raw.upgrade,
+        paused_at,
+        ownership: raw.ownership.unwrap_or(Ownership::Marked),
+        field_manager,
+        entries,
+        paused_before,
+        form: Form::Full,
+        digest: digest(&[(LEDGER_KEY, text)]),
+    })
+}
+
+fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError> {
+    let mut issues = Vec::new();
+    let namespace = data.get(NAMESPACE_KEY).map(|s| s.trim().to_string());
+    if let Some(ns) = &namespace
+        && let Err(m) = check_label(ns)
+    {
+        issues.push(Issue {
+            location: format!("key {NAMESPACE_KEY}"),
+            message: m,
+        });
+    }
+    let upgrade = data
+        .get(UPGRADE_KEY)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if data.contains_key(UPGRADE_KEY) {
+        check_upgrade_id(&upgrade, &format!("key {UPGRADE_KEY}"), &mut issues);
+    }
+    let paused_at = data
+        .get(PAUSED_AT_KEY)
+        .and_then(|s| parse_time(s.trim(), &format!("key {PAUSED_AT_KEY}"), &mut issues));
+    let ownership = match data.get(OWNERSHIP_KEY).map(|s| s.trim()) {
+        None | Some("unmarked") => Ownership::Unmarked,
+        Some("marked") => Ownership::Marked,
+        Some(other) => {
+            issues.push(Issue {
+                location: format!("key {OWNERSHIP_KEY}"),
+                message: format!("must be \"marked\" or \"unmarked\", not {other:?}"),
+            });
+            Ownership::Unmarked
+        }
+    };
+    if ownership == Ownership::Marked && upgrade.is_empty() {
+        issues.push(Issue {
+            location: format!("key {OWNERSHIP_KEY}"),
+            message: format!("\"marked\" needs the {UPGRADE_KEY} key: marks carry the upgrade id"),
+        });
+    }
+    let charts = &data[CHARTS_KEY];
+    let mut entries = Vec::new();
+    for (i, token) in charts
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .enumerate()
+    {
+        let loc = format!("key {CHARTS_KEY}, item {} ({token:?})", i + 1);
+        let (ns, name) = match token.split_once('/') {
+            Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+            None => match &namespace {
+                Some(ns) => (Some(ns.clone()), token.to_string()),
+                None => {
+                    issues.push(Issue {
+                        location: loc,
+                        message: format!(
+                            "no namespace: write NAMESPACE/NAME or set the {NAMESPACE_KEY} key"
+                        ),
+                    });
+                    continue;
+                }
+            },
+        };
+        let raw = RawEntry {
+            api_version: None,
+            kind: None,
+            namespace: ns,
+            name,
+            field: None,
+            order: None,
+        };
+        if let Some(e) = validate_entry(raw, &loc, None, &mut issues) {
+            entries.push(e);
+        }
+    }
+    if entries.is_empty() && issues.is_empty() {
+        issues.push(Issue {
+            location: format!("key {CHARTS_KEY}"),
+            message: "lists no charts".into(),
+        });
+    }
+    check_duplicates(&entries, &mut issues);
+    if !issues.is_empty() {
+        return Err(LedgerError::Invalid(issues));
+    }
+    let parts: Vec<(&str, &str)> = [
+        CHARTS_KEY,
+        NAMESPACE_KEY,
+        UPGRADE_KEY,
+        PAUSED_AT_KEY,
+        OWNERSHIP_KEY,
+    ]
+    .iter()
+    .filter_map(|k| data.get(*k).map(|v| (*k, v.as_str())))
+    .collect();
+    Ok(Ledger {
+        upgrade,
+        paused_at,
+        ownership,
+        field_manager: DEFAULT_FIELD_MANAGER.to_string(),
+        entries,
+        paused_before: Vec::new(),
+        form: Form::Minimal,
+        digest: digest(&parts),
+    })
+}
+
+/// saphyr prefixes messages with "error: line N column M: "; we print the location ourselves.
+fn strip_location_prefix(msg: &str) -> String {
+    let m = msg.strip_prefix("error: ").unwrap_or(msg);
+    match m.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((pos, rest)) if pos.contains("column") => rest.to_string(),
+        _ => m.to_string(),
+    }
+}
+
+fn validate_entry(
+    raw: RawEntry,
+    loc: &str,
+    line: Option<u64>,
+    issues: &mut Vec<Issue>,
+) -> Option<Entry> {
+    let before = issues.len();
+    let mut push = |m: String| {
+        issues.push(Issue {
+            location: loc.to_string(),
+            message: m,
+        })
+    };
+    let api_version = raw
+        .api_version
+        .unwrap_or_else(|| kinds::MANAGED_CHART_API_VERSION.to_string());
+    if let Err(m) = check_api_version(&api_version) {
+        push(m);
+    }
+    let kind = raw
+        .kind
+        .unwrap_or_else(|| kinds::MANAGED_CHART_KIND.to_string());
+    if !is_kind(&kind) {
+        push(format!(
+            "kind {kind:?} is not a valid kind (PascalCase letters and digits)"
+        ));
+    }
+    if let Some(ns) = &raw.namespace
+        && let Err(m) = check_label(ns)
+    {
+        push(format!("namespace: {m}"));
+    }
+    if let Err(m) = check_subdomain(&raw.name) {
+        push(format!("name: {m}"));
+    }
+    let object = ObjectRef {
+        api_version,
+        kind,
+        namespace: raw.namespace,
+        name: raw.name,
+    };
+    let field_text = raw
+        .field
+        .unwrap_or_else(|| kinds::default_field(object.group(), &object.kind).to_string());
+    let field = match FieldPath::parse(&field_text) {
+        Ok(f) => Some(f),
+        Err(m) => {
+            push(m);
+            None
+        }
+    };
+    // Rancher's convention: a chart named *-crd installs the CRDs the other charts use.
+    let order = raw.order.unwrap_or(
+        if object.is_managed_chart() && object.name.ends_with("-crd") {
+            0
+        } else {
+            1
+        },
+    );
+    if issues.len() != before {
+        return None;
+    }
+    Some(Entry {
+        object,
+        field: field?,
+        order,
+        line,
+    })
+}
+
+fn check_duplicates(entries: &[Entry], issues: &mut Vec<Issue>) {
+    let mut seen: HashMap<_, &Entry> = HashMap::new();
+    for e in entries {
+        if let Some(first) = seen.get(&e.object.identity()) {
+            let at = |e: &Entry| e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            issues.push(Issue {
+                location: e
+                    .line
+                    .map(|l| format!("{LEDGER_KEY} line {l}"))
+                    .unwrap_or_else(|| CHARTS_KEY.into()),
+                message: format!(
+                    "duplicate entry for {}{}; first listed{}",
+                    e.object,
+                    at(e),
+                    at(first)
+                ),
+            });
+        } else {
+            seen.insert(e.object.identity(), e);
+        }
+    }
+}
+
+fn check_upgrade_id(id: &str, loc: &str, issues: &mut Vec<Issue>) {
+    // The id is stored in an annotation value and in Event messages: keep it printable and short.
+    let ok = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c));
+    if !ok {
+        issues.push(Issue {
+            location: loc.to_string(),
+            message: format!(
+                "upgrade id {id:?} must be 1-253 characters of letters, digits and -._:/"
+            ),
+        });
+    }
+}
+
+fn parse_time(s: &str, loc: &str, issues: &mut Vec<Issue>) -> Option<Timestamp> {
+    match s.parse::<Timestamp>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            issues.push(Issue {
+                location: loc.to_string(),
+                message: format!("{s:?} is not an RFC 3339 timestamp ({e})"),
+            });
+            None
+        }
+    }
+}
+
+/// Check a DNS-1123 label (namespaces).
+pub fn check_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid DNS-1123 label (lowercase letters, digits, '-', at most 63)"
+        ))
+    }
+}
+
+/// Check a DNS-1123 subdomain (object names).
+pub fn check_subdomain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid object name (DNS-1123 subdomain: lowercase letters, digits, '-', '.', at most 253)"
+        ))
+    }
+}
+
+fn check_api_version(s: &str) -> Result<(), String> {
+    let (group, version) = match s.rsplit_once('/') {
+        Some((g, v)) => (Some(g), v),
+        None => (None, s),
+    };
+    let version_ok = {
+        let rest = version.strip_prefix('v').unwrap_or("");
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let tail = &rest[digits..];
+        digits > 0
+            && (tail.is_empty()
+                || ["alpha", "beta"].iter().any(|p| {
+                    tail.strip_prefix(p)
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                }))
+    };
+    let group_ok = group.is_none_or(|g| {
+        check_subdomain(g).is_ok() && g.contains('.')
+            || g == "apps"
+            || g == "batch"
+            || g == "policy"
+            || g == "autoscaling"
+    });
+    if version_ok && group_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "apiVersion {s:?} is not GROUP/VERSION (or v1), e.g. management.cattle.io/v3"
+        ))
+    }
+}
+
+fn is_kind(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn digest(parts: &[(&str, &str)]) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in parts {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    let out = h.finalize();
+    out.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const FULL: &str = "version: pause-ledger/v1
+upgrade: hvst-upgrade-abcde
+pausedAt: 2026-11-27T10:00:00Z
+entries:
+  - namespace: fleet-local
+    name: harvester
+  - namespace: fleet-local
+    name: harvester-crd
+  - apiVersion: batch/v1
+    kind: CronJob
+    namespace: default
+    name: nightly
+    order: 5
+";
+
+    #[test]
+    fn full_form_defaults() {
+        let l = parse_configmap_data(&data(&[(LEDGER_KEY, FULL)])).unwrap();
+        assert_eq!(l.upgrade, "hvst-upgrade-abcde");
+        assert_eq!(l.ownership, Ownership::Marked);
+        assert_eq!(l.entries.len(), 3);
+        assert_eq!(l.entries[0].object.kind, "ManagedChart");
+        assert_eq!(l.entries[0].order, 1);
+        assert_eq!(l.entries[1].order, 0, "-crd charts go first");
+        assert_eq!(l.entries[2].field.as_str(), "spec.suspend");
+        assert_eq!(l.entries[2].order, 5);
+        assert_eq!(l.entries[0].line, Some(5));
+        assert_eq!(l.form, Form::Full);
+    }
+
+    #[test]
+    fn minimal_form() {
+        let l = parse_configmap_data(&data(&[
+            (
+                CHARTS_KEY,
+                "harvester harvester-crd,\nother-ns/rancher-logging-crd",
+            ),
+            (NAMESPACE_KEY, "fleet-local"),
+        ]))
+        .unwrap();
+        assert_eq!(l.ownership, Ownership::Unmarked);
+        assert_eq!(l.entries.len(), 3);
+        assert_eq!(l.entries[2].object.namespace.as_deref(), Some("other-ns"));
+        assert_eq!(l.form, Form::Minimal);
+    }
+
+    fn invalid(d: BTreeMap<String, String>) -> Vec<Issue> {
+        match parse_configmap_data(&d) {
+            Err(LedgerError::Invalid(v)) => v,
+            Ok(l) => panic!("accepted: {l:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_with_locations() {
+        let bad_yaml = invalid(data(&[(LEDGER_KEY, "version: [\n")]));
+        assert!(
+            bad_yaml[0].location.starts_with("ledger.yaml"),
+            "{bad_yaml:?}"
+        );
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("pause-ledger/v1", "pause-ledger/v9"),
+        )]));
+        assert!(v[0].message.contains("unknown version"), "{v:?}");
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("name: harvester\n", "name: Harvester_X\n"),
+        )]));
+        assert!(v[0].location.contains("line 5"), "{v:?}");
+        assert!(v[0].message.contains("Harvester_X"), "{v:?}");
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("order: 5", "order: five"),
+        )]));
+        assert!(v[0].location.contains("line"), "{v:?}");
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("name: harvester-crd", "name: harvester"),
+        )]));
+        assert!(v[0].message.contains("duplicate"), "{v:?}");
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("    order: 5\n", "    colour: red\n"),
+        )]));
+        assert!(v[0].message.contains("colour"), "{v:?}");
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("upgrade: hvst-upgrade-abcde\n", ""),
+        )]));
+        assert!(v[0].message.contains("upgrade"), "{v:?}");
+
+        let v = invalid(data(&[(CHARTS_KEY, "harvester")]));
+        assert!(v[0].message.contains("no namespace"), "{v:?}");
+
+        let v = invalid(data(&[(CHARTS_KEY, "a/b"), ("chart", "x")]));
+        assert!(v[0].location.contains("chart"), "{v:?}");
+
+        let v = invalid(data(&[]));
+        assert!(v[0].message.contains("no recorded set"), "{v:?}");
+
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            &FULL.replace("kind: CronJob", "kind: cron-job"),
+        )]));
+        assert!(v[0].message.contains("kind"), "{v:?}");
+    }
+
+    #[test]
+    fn api_versions() {
+        assert!(check_api_version("v1").is_ok());
+        assert!(check_api_version("apps/v1").is_ok());
+        assert!(check_api_version("fleet.cattle.io/v1alpha1").is_ok());
+        assert!(check_api_version("management.cattle.io/v3").is_ok());
+        assert!(check_api_version("management.cattle.io").is_err());
+        assert!(check_api_version("x/v1").is_err());
+        assert!(check_api_version("example.com/v1gamma1").is_err());
+    }
+
+    #[test]
+    fn configmap_file() {
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  charts: fleet-local/harvester\n";
+        assert_eq!(parse_file(cm).unwrap().entries.len(), 1);
+        assert_eq!(parse_file(FULL).unwrap().entries.len(), 3);
+        assert!(parse_file("kind: Secret\n").is_err());
+        assert_eq!(parse_file("charts: a/b c/d\n").unwrap().entries.len(), 2);
+        assert_eq!(
+            strip_location_prefix("error: line 9 column 12: invalid i32"),
+            "invalid i32"
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Ownership: deciding, from an object as the API server returned it, whether its pause is
+//! still this upgrade's, and building the compare-and-set JSON Patches that pause and restore.
+//!
+//! A pause is the upgrade's when (a) the object carries the mark annotation with the upgrade
+//! id and (b) its managedFields show the pause field last set by the pause side's field
+//! manager. (b) catches the case the mark alone cannot: an administrator who unpaused and then
+//! re-paused by hand leaves the mark in place but takes over the field. Every patch starts with
+//! a `test` of `metadata.resourceVersion`, so the decision and the write are one atomic step:
+//! any write in between makes the server reject the patch and we decide again.
+
+use serde_json::{Value, json};
+
+use crate::kinds::FieldPath;
+use crate::ledger::Ownership;
+
+/// The annotation the pause side sets to the upgrade id, and restore removes.
+pub const MARK_ANNOTATION: &str = "pause-ledger.io/paused-by";
+
+/// What restore should do with one object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Still paused by this upgrade: send this patch.
+    Restore {
+        /// JSON Patch (RFC 6902) with `test` operations first.
+        patch: Value,
+    },
+    /// Not paused; `cleanup` removes a stale mark of ours, if one is left.
+    AlreadyRunning {
+        /// Optional CAS patch removing our leftover mark.
+        cleanup: Option<Value>,
+    },
+    /// Paused, but not by this upgrade.
+    NotOurs {
+        /// Why we think so.
+        reason: String,
+    },
+    /// The pause field holds something other than a boolean.
+    Malformed {
+        /// What was found.
+        reason: String,
+    },
+}
+
+/// The object's state as far as pausing goes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseState {
+    /// Value of the pause field (`None` when absent or null).
+    pub paused: Option<bool>,
+    /// The mark annotation's value, if any.
+    pub mark: Option<String>,
+    /// Field managers that own the pause field.
+    pub field_owners: Vec<String>,
+    /// metadata.resourceVersion.
+    pub resource_version: String,
+    /// metadata.generation.
+    pub generation: Option<i64>,
+}
+
+/// Read the pause-relevant state of an object. `Err` when the pause field is not a boolean.
+pub fn pause_state(obj: &Value, field: &FieldPath) -> Result<PauseState, String> {
+    let raw = obj.pointer(&field.pointer());
+    let paused = match raw {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return Err(format!("{field} holds {other}, not a boolean")),
+    };
+    let mark = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(MARK_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(PauseState {
+        paused,
+        mark,
+        field_owners: field_owners(obj, field),
+        resource_version: obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        generation: obj.pointer("/metadata/generation").and_then(Value::as_i64),
+    })
+}
+
+/// Managers whose managedFields entry (for the main resource, not a subresource) owns `field`.
+fn field_owners(obj: &Value, field: &FieldPath) -> Vec<String> {
+    let Some(entries) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let mut owners = Vec::new();
+    for e in entries {
+        let sub = e.get("subresource").and_then(Value::as_str).unwrap_or("");
+        if !sub.is_empty() {
+            continue;
+        }
+        let mut node = e.get("fieldsV1");
+        for seg in field.segments() {
+            node = node.and_then(|n| n.get(format!("f:{seg}")));
+        }
+        if node.is_some()
+            && let Some(m) = e.get("manager").and_then(Value::as_str)
+        {
+            owners.push(m.to_string());
+        }
+    }
+    owners
+}
+
+/// JSON Pointer to the mark annotation (`/` in the key escaped per RFC 6901).
+fn mark_pointer() -> String {
+    format!(
+        "/metadata/annotations/{}",
+        MARK_ANNOTATION.replace('~', "~0").replace('/', "~1")
+    )
+}
+
+/// Decide what to do with an object listed in the ledger.
+pub fn decide(
+    state: &PauseState,
+    field: &FieldPath,
+    upgrade: &str,
+    ownership: Ownership,
+    field_manager: &str,
+) -> Decision {
+    let ours = state.mark.as_deref() == Some(upgrade) && !upgrade.is_empty();
+    if state.paused != Some(true) {
+        let cleanup = ours.then(|| {
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version},
+                {"op": "remove", "path": mark_pointer()},
+            ])
+        });
+        return Decision::AlreadyRunning { cleanup };
+    }
+    match (ownership, state.mark.as_deref()) {
+        (_, Some(other)) if !ours => {
+            return Decision::NotOurs {
+                reason: format!("paused by upgrade {other:?} (annotation {MARK_ANNOTATION})"),
+            };
+        }
+        (Ownership::Marked, None) => {
+            return Decision::NotOurs {
+                reason: format!(
+                    "paused, but without this upgrade's mark ({MARK_ANNOTATION}); paused by someone else"
+                ),
+            };
+        }
+        (Ownership::Marked, Some(_)) if !state.field_owners.iter().any(|m| m == field_manager) => {
+            let by = if state.field_owners.is_empty() {
+                "an unknown manager".to_string()
+            } else {
+                state.field_owners.join(", ")
+            };
+            return Decision::NotOurs {
+                reason: format!(
+                    "marked by this upgrade, but {field} was last set by {by}, not {field_manager}: re-paused by hand"
+                ),
+            };
+        }
+        _ => {}
+    }
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}),
+        json!({"op": "test", "path": field.pointer(), "value": true}),
+        json!({"op": "replace", "path": field.pointer(), "value": false}),
+    ];
+    if state.mark.is_some() {
+        ops.insert(
+            2,
+            json!({"op": "test", "path": mark_pointer(), "value": upgrade}),
+        );
+        ops.push(json!({"op": "remove", "path": mark_pointer()}));
+    }
+    Decision::Restore {
+        patch: Value::Array(ops),
+    }
+}
+
+/// The pause side's patch: set the field to true and mark the object, conditional on the
+/// resourceVersion we read. `None` when the object is already paused (not ours to record).
+pub fn pause_patch(obj: &Value, field: &FieldPath, upgrade: &str) -> Result<Option<Value>, String> {
+    let state = pause_state(obj, field)?;
+    if state.paused == Some(true) {
+        return Ok(None);
+    }
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}),
+    ];
+    if obj
+        .pointer("/metadata/annotations")
+        .is_none_or(Value::is_null)
+    {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    }
+    ops.push(json!({"op": "add", "path": mark_pointer(), "value": upgrade}));
+    // Create intermediate objects (e.g. `spec` on an object without one) on the way down.
+    let segs: Vec<&str> = field.segments().collect();
+    let mut path = String::new();
+    for (i, seg) in segs.iter().enumerate() {
+        path.push('/');
+        path.push_str(seg);
+        if i + 1 < segs.len() && obj.pointer(&path).is_none_or(Value::is_null) {
+            ops.push(json!({"op": "add", "path": path, "value": {}}));
+        }
+    }
+    ops.push(json!({"op": "add", "path": field.pointer(), "value": true}));
+    Ok(Some(Value::Array(ops)))
+}
+
+/// The message kube-apiserver sends (422, reason Invalid, no causes) when a JSON Patch does not
+/// apply to the current object: a failed `test` included, whose own text it drops.
+pub const PATCH_NOT_APPLICABLE: &str =
+    "the server rejected our request due to an error in our request";
+
+/// Whether a 422 message means a JSON Patch did not apply (a failed `test`: the object changed
+/// under us). Our patches are built from the object we read and start with a resourceVersion
+/// test, so against an unchanged object every operation applies; only a change makes them fail.
+pub fn is_failed_test(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m == PATCH_NOT_APPLICABLE
+        || m.contains("test failed")
+        || (m.contains("testing value") && m.contains("failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field() -> FieldPath {
+        FieldPath::parse("spec.paused").unwrap()
+    }
+
+    fn obj(paused: Option<bool>, mark: Option<&str>, owner: &str) -> Value {
+        let mut o = json!({
+            "metadata": {"name": "harvester", "resourceVersion": "42", "generation": 3,
+                "managedFields": [
+                    {"manager": "rancher", "operation": "Update", "subresource": "status",
+                     "fieldsV1": {"f:spec": {"f:paused": {}}}},
+                    {"manager": owner, "operation": "Update", "fieldsV1": {"f:spec": {"f:paused": {}}}}
+                ]},
+            "spec": {"chart": "harvester"}
+        });
+        if let Some(p) = paused {
+            o["spec"]["paused"] = json!(p);
+        }
+        if let Some(m) = mark {
+            o["metadata"]["annotations"] = json!({MARK_ANNOTATION: m});
+        }
+        o
+    }
+
+    fn decide_on(o: &Value, ownership: Ownership) -> Decision {
+        let s = pause_state(o, &field()).unwrap();
+        decide(&s, &field(), "up-1", ownership, "pause-ledger")
+    }
+
+    #[test]
+    fn restores_own_pause_atomically() {
+        let d = decide_on(
+            &obj(Some(true), Some("up-1"), "pause-ledger"),
+            Ownership::Marked,
+        );
+        let Decision::Restore { patch } = d else {
+            panic!("{d:?}")
+        };
+        let ops = patch.as_array().unwrap();
+        assert_eq!(
+            ops[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
+        );
+        assert!(ops.iter().any(|o| o["op"] == "remove"
+            && o["path"] == "/metadata/annotations/pause-ledger.io~1paused-by"));
+        assert!(
+            ops.iter()
+                .any(|o| o["op"] == "replace" && o["value"] == false)
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_ours() {
+        assert!(matches!(
+            decide_on(&obj(Some(true), None, "kubectl-patch"), Ownership::Marked),
+            Decision::NotOurs { .. }
+        ));
+        assert!(matches!(
+            decide_on(
+                &obj(Some(true), Some("up-0"), "pause-ledger"),
+                Ownership::Marked
+            ),
+            Decision::NotOurs { .. }
+        ));
+        assert!(matches!(
+            decide_on(
+                &obj(Some(true), Some("up-0"), "pause-ledger"),
+                Ownership::Unmarked
+            ),
+            Decision::NotOurs { .. }
+        ));
+        // Re-paused by hand: mark left in place, but kubectl now owns the field.
+        let d = decide_on(
+            &obj(Some(true), Some("up-1"), "kubectl-patch"),
+            Ownership::Marked,
+        );
+        let Decision::NotOurs { reason } = d else {
+            panic!("{d:?}")
+        };
+        assert!(reason.contains("kubectl-patch"), "{reason}");
+    }
+
+    #[test]
+    fn unmarked_falls_back_to_still_paused() {
+        let d = decide_on(&obj(Some(true), None, "kubectl-patch"), Ownership::Unmarked);
+        let Decision::Restore { patch } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(patch.as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn running_objects() {
+        assert_eq!(
+            decide_on(&obj(Some(false), None, "x"), Ownership::Marked),
+            Decision::AlreadyRunning { cleanup: None }
+        );
+        assert_eq!(
+            decide_on(&obj(None, None, "x"), Ownership::Marked),
+            Decision::AlreadyRunning { cleanup: None }
+        );
+        let d = decide_on(&obj(Some(false), Some("up-1"), "x"), Ownership::Marked);
+        assert!(matches!(d, Decision::AlreadyRunning { cleanup: Some(_) }));
+    }
+
+    #[test]
+    fn malformed_field() {
+        let mut o = obj(None, None, "x");
+        o["spec"]["paused"] = json!("yes");
+        assert!(pause_state(&o, &field()).is_err());
+    }
+
+    #[test]
+    fn pause_patch_builds_path_and_mark() {
+        let o = json!({"metadata": {"resourceVersion": "7"}});
+        let p = pause_patch(&o, &field(), "up-1").unwrap().unwrap();
+        let ops = p.as_array().unwrap();
+        assert_eq!(ops.len(), 5, "{p}");
+        assert!(
+            pause_patch(&obj(Some(true), None, "x"), &field(), "up-1")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn failed_test_messages() {
+        assert!(is_failed_test(
+            "testing value /spec/paused failed: test failed"
+        ));
+        assert!(is_failed_test(PATCH_NOT_APPLICABLE));
+        assert!(!is_failed_test("spec.paused: Invalid value: \"string\""));
+    }
+}

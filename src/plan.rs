@@ -1,0 +1,144 @@
+//! The plan: a validated ledger turned into ordered waves of entries, each entry's kind
+//! resolved through API discovery. Nothing is written while planning.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::kube_access::{Access, ApiError, Resolved};
+use crate::ledger::{Entry, Issue, LEDGER_KEY, Ledger, LedgerError};
+use crate::retry::{Budget, Policy, with_retry};
+use tokio::time::Instant;
+
+/// One entry ready to restore.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The ledger entry.
+    pub entry: Entry,
+    /// Where its API lives.
+    pub resolved: Resolved,
+}
+
+/// Entries of one `order`, restored concurrently.
+#[derive(Clone, Debug)]
+pub struct Wave {
+    /// The order value.
+    pub order: i32,
+    /// Its steps.
+    pub steps: Vec<Step>,
+}
+
+/// The ordered waves.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Lowest order first.
+    pub waves: Vec<Wave>,
+}
+
+impl Plan {
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.waves.iter().map(|w| w.steps.len()).sum()
+    }
+
+    /// Whether the plan is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The ledger names kinds the server does not serve, or scopes that do not match.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Discovery itself failed.
+    #[error("API discovery failed: {0}")]
+    Api(#[from] ApiError),
+}
+
+/// Group entries by order, given each kind's resolution.
+pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Resolved>) -> Plan {
+    let mut by_order: BTreeMap<i32, Vec<Step>> = BTreeMap::new();
+    for e in entries {
+        if let Some(r) = resolved.get(&(e.object.api_version.clone(), e.object.kind.clone())) {
+            by_order.entry(e.order).or_default().push(Step {
+                entry: e.clone(),
+                resolved: r.clone(),
+            });
+        }
+    }
+    Plan {
+        waves: by_order
+            .into_iter()
+            .map(|(order, steps)| Wave { order, steps })
+            .collect(),
+    }
+}
+
+/// Resolve every kind the ledger names (one discovery request per group/version) and check
+/// each entry's scope. Any problem invalidates the whole ledger, before anything is written.
+pub async fn resolve(
+    access: &Access,
+    ledger: &Ledger,
+    policy: &Policy,
+    deadline: Instant,
+) -> Result<Plan, PlanError> {
+    let mut resolved: HashMap<(String, String), Resolved> = HashMap::new();
+    let mut issues = Vec::new();
+    for e in &ledger.entries {
+        let key = (e.object.api_version.clone(), e.object.kind.clone());
+        if !resolved.contains_key(&key) {
+            let budget = Budget::new(policy.max_attempts, deadline);
+            let (av, kind) = (&e.object.api_version, &e.object.kind);
+            let r = with_retry(policy, &budget, &format!("discovery of {av}"), || {
+                access.resolve(av, kind)
+            })
+            .await?;
+            match r {
+                Some(r) => {
+                    resolved.insert(key.clone(), r);
+                }
+                None => {
+                    issues.push(Issue {
+                        location: location(e),
+                        message: format!(
+                            "kind {} {} is not served by this API server (is its CRD installed?)",
+                            e.object.api_version, e.object.kind
+                        ),
+                    });
+                    continue;
+                }
+            }
+        }
+        if let Some(r) = resolved.get(&key) {
+            match (r.namespaced, &e.object.namespace) {
+                (true, None) => issues.push(Issue {
+                    location: location(e),
+                    message: format!(
+                        "{} is namespaced: the entry needs a namespace",
+                        e.object.kind
+                    ),
+                }),
+                (false, Some(_)) => issues.push(Issue {
+                    location: location(e),
+                    message: format!(
+                        "{} is cluster-scoped: the entry must not have a namespace",
+                        e.object.kind
+                    ),
+                }),
+                _ => {}
+            }
+        }
+    }
+    if !issues.is_empty() {
+        return Err(LedgerError::Invalid(issues).into());
+    }
+    Ok(waves(&ledger.entries, &resolved))
+}
+
+fn location(e: &Entry) -> String {
+    match e.line {
+        Some(l) => format!("{LEDGER_KEY} line {l} ({})", e.object),
+        None => format!("entry {}", e.object),
+    }
+}

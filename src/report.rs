@@ -1,0 +1,278 @@
+//! The report: per-entry outcomes, the summary line, the JSON document for CI
+//! (docs/report.md) and the exit code they add up to.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::Exit;
+use crate::kinds::ObjectRef;
+
+/// Version tag of the JSON report.
+pub const REPORT_VERSION: &str = "pause-ledger/report/v1";
+
+/// What happened to one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Unpaused by this run (pause cleared and mark removed, atomically).
+    Restored,
+    /// Dry run: the server accepted the restore patch with dryRun=All; nothing changed.
+    WouldRestore,
+    /// Not paused (any more): nothing to do.
+    AlreadyRunning,
+    /// The object no longer exists (404).
+    Gone,
+    /// Paused, but not by this upgrade: left paused.
+    NotOurs,
+    /// Could not be restored; see the error.
+    Failed,
+    /// Not attempted: terminated, deadline reached, or an earlier order failed.
+    Skipped,
+}
+
+impl Outcome {
+    /// Whether the entry needs no further run.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Outcome::Restored | Outcome::AlreadyRunning | Outcome::Gone | Outcome::NotOurs
+        )
+    }
+
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Restored => "restored",
+            Outcome::WouldRestore => "would-restore",
+            Outcome::AlreadyRunning => "already-running",
+            Outcome::Gone => "gone",
+            Outcome::NotOurs => "not-ours",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an entry failed or was skipped, for the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// RBAC refused a request.
+    PermissionDenied,
+    /// The overall deadline was reached.
+    Deadline,
+    /// SIGTERM/SIGINT.
+    Terminated,
+    /// An earlier order had failures.
+    Blocked,
+    /// Anything else.
+    Error,
+}
+
+/// One entry's result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryReport {
+    /// The object.
+    pub object: ObjectRef,
+    /// Its pause field.
+    pub field: String,
+    /// Its order.
+    pub order: i32,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Requests and re-decisions spent on it.
+    pub attempts: u32,
+    /// Wall time spent on it.
+    pub duration_ms: u64,
+    /// When work on it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// The last error, for failed/skipped entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failure/skip cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// Extra explanation (e.g. why not ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// metadata.generation after our patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+/// The whole run's report (`--output json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// [`REPORT_VERSION`].
+    pub version: String,
+    /// `NAMESPACE/NAME` of the ledger ConfigMap.
+    pub ledger: String,
+    /// The upgrade id.
+    pub upgrade: String,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Result word: see [`Exit::word`].
+    pub result: String,
+    /// The process exit code.
+    pub exit_code: i32,
+    /// Human explanation of the result.
+    pub message: String,
+    /// Run start.
+    pub started_at: Timestamp,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// Count per outcome.
+    pub summary: BTreeMap<Outcome, usize>,
+    /// Per-entry results, in ledger order.
+    pub entries: Vec<EntryReport>,
+}
+
+/// The exit code entry results add up to (invalid ledger / missing ledger are decided earlier).
+pub fn exit_for(entries: &[EntryReport]) -> Exit {
+    let causes: Vec<Cause> = entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Failed | Outcome::Skipped))
+        .map(|e| e.cause.unwrap_or(Cause::Error))
+        .collect();
+    if causes.is_empty() {
+        Exit::Success
+    } else if causes.contains(&Cause::Terminated) {
+        Exit::Terminated
+    } else if causes.contains(&Cause::PermissionDenied) {
+        Exit::PermissionDenied
+    } else if causes.contains(&Cause::Deadline) {
+        Exit::Deadline
+    } else {
+        Exit::PartialFailure
+    }
+}
+
+/// Count outcomes.
+pub fn summarize(entries: &[EntryReport]) -> BTreeMap<Outcome, usize> {
+    let mut m = BTreeMap::new();
+    for e in entries {
+        *m.entry(e.outcome).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The one-line summary printed at the end of every run.
+pub fn summary_line(r: &Report) -> String {
+    let counts = r
+        .summary
+        .iter()
+        .map(|(o, n)| format!("{n} {o}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let counts = if counts.is_empty() {
+        "no entries".to_string()
+    } else {
+        counts
+    };
+    format!(
+        "pause-ledger: {} (exit {}): {counts}; ledger {} upgrade {}{} in {} ms, {} requests",
+        r.result,
+        r.exit_code,
+        r.ledger,
+        if r.upgrade.is_empty() {
+            "-"
+        } else {
+            &r.upgrade
+        },
+        if r.dry_run { " [dry run]" } else { "" },
+        r.duration_ms,
+        r.requests
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(outcome: Outcome, cause: Option<Cause>) -> EntryReport {
+        EntryReport {
+            object: ObjectRef {
+                api_version: "v1".into(),
+                kind: "K".into(),
+                namespace: None,
+                name: "n".into(),
+            },
+            field: "spec.paused".into(),
+            order: 0,
+            outcome,
+            attempts: 1,
+            duration_ms: 0,
+            started_at: None,
+            error: None,
+            cause,
+            detail: None,
+            generation: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(
+            exit_for(&[
+                e(Outcome::Restored, None),
+                e(Outcome::NotOurs, None),
+                e(Outcome::Gone, None)
+            ]),
+            Exit::Success
+        );
+        assert_eq!(
+            exit_for(&[e(Outcome::Failed, Some(Cause::Error))]),
+            Exit::PartialFailure
+        );
+        assert_eq!(
+            exit_for(&[
+                e(Outcome::Failed, Some(Cause::PermissionDenied)),
+                e(Outcome::Failed, None)
+            ]),
+            Exit::PermissionDenied
+        );
+        assert_eq!(
+            exit_for(&[e(Outcome::Skipped, Some(Cause::Deadline))]),
+            Exit::Deadline
+        );
+        assert_eq!(
+            exit_for(&[
+                e(Outcome::Skipped, Some(Cause::Terminated)),
+                e(Outcome::Failed, Some(Cause::PermissionDenied))
+            ]),
+            Exit::Terminated
+        );
+    }
+
+    #[test]
+    fn outcome_names_match_serde() {
+        for o in [
+            Outcome::Restored,
+            Outcome::WouldRestore,
+            Outcome::AlreadyRunning,
+            Outcome::Gone,
+            Outcome::NotOurs,
+            Outcome::Failed,
+            Outcome::Skipped,
+        ] {
+            assert_eq!(
+                serde_json::to_value(o).unwrap(),
+                serde_json::json!(o.as_str())
+            );
+        }
+    }
+}

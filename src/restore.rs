@@ -1,0 +1,338 @@
+//! The restore engine: runs a plan wave by wave (lowest order first), entries of one wave
+//! with bounded concurrency, each entry as get → decide → compare-and-set patch, retried per
+//! [`crate::retry`], under one deadline and a cancellation signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::kube_access::{Access, ApiError};
+use crate::ledger::{Entry, Ownership};
+use crate::ownership::{Decision, decide, pause_state};
+use crate::plan::{Plan, Step};
+use crate::report::{Cause, EntryReport, Outcome};
+use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Upgrade id whose marks we honour.
+    pub upgrade: String,
+    /// Ownership mode of the ledger.
+    pub ownership: Ownership,
+    /// Field manager that must own the pause field (marked ledgers) and that we write as.
+    pub field_manager: String,
+    /// Entries in flight at once within a wave.
+    pub concurrency: usize,
+    /// Backoff and attempt budget.
+    pub policy: Policy,
+    /// Send patches with dryRun=All.
+    pub dry_run: bool,
+    /// When entry work must stop (the status write gets the time after it).
+    pub deadline: Instant,
+    /// How long in-flight requests may settle after cancellation.
+    pub grace: Duration,
+}
+
+/// Called after each entry settles (progress display).
+pub type Progress = Arc<dyn Fn(&EntryReport) + Send + Sync>;
+
+/// The restore engine.
+pub struct Engine {
+    access: Access,
+    opts: Options,
+    cancel: CancellationToken,
+    progress: Option<Progress>,
+}
+
+impl Engine {
+    /// A new engine; `cancel` is triggered by SIGTERM/SIGINT.
+    pub fn new(
+        access: Access,
+        opts: Options,
+        cancel: CancellationToken,
+        progress: Option<Progress>,
+    ) -> Self {
+        Self {
+            access,
+            opts,
+            cancel,
+            progress,
+        }
+    }
+
+    /// Run every wave; returns one report per planned entry, in plan order.
+    pub async fn run(&self, plan: &Plan) -> Vec<EntryReport> {
+        let mut out = Vec::with_capacity(plan.len());
+        let mut blocked: Option<i32> = None;
+        for wave in &plan.waves {
+            if let Some(order) = blocked {
+                for s in &wave.steps {
+                    let r = skipped(
+                        &s.entry,
+                        Cause::Blocked,
+                        format!("not attempted: order {order} had failures"),
+                    );
+                    self.emit(&r);
+                    out.push(r);
+                }
+                continue;
+            }
+            tracing::debug!(
+                order = wave.order,
+                entries = wave.steps.len(),
+                "restoring wave"
+            );
+            // Unordered so one slow entry does not hold a slot; sorted back to ledger order.
+            let mut results: Vec<(usize, EntryReport)> =
+                futures::stream::iter(wave.steps.iter().enumerate())
+                    .map(|(i, s)| async move { (i, self.settle(s).await) })
+                    .buffer_unordered(self.opts.concurrency.max(1))
+                    .collect()
+                    .await;
+            results.sort_by_key(|(i, _)| *i);
+            let results: Vec<EntryReport> = results.into_iter().map(|(_, r)| r).collect();
+            if results.iter().any(|r| r.outcome == Outcome::Failed) {
+                blocked = Some(wave.order);
+            }
+            out.extend(results);
+        }
+        out
+    }
+
+    fn emit(&self, r: &EntryReport) {
+        if let Some(p) = &self.progress {
+            p(r);
+        }
+    }
+
+    /// One entry, bounded by cancellation (with grace) and the deadline.
+    async fn settle(&self, step: &Step) -> EntryReport {
+        let entry = &step.entry;
+        if self.cancel.is_cancelled() {
+            let r = skipped(entry, Cause::Terminated, "not attempted: terminated".into());
+            self.emit(&r);
+            return r;
+        }
+        if Instant::now() >= self.opts.deadline {
+            let r = skipped(
+                entry,
+                Cause::Deadline,
+                "not attempted: deadline reached".into(),
+            );
+            self.emit(&r);
+            return r;
+        }
+        let started = Instant::now();
+        let started_at = Timestamp::now();
+        let budget = Budget::new(self.opts.policy.max_attempts, self.opts.deadline);
+        let work = self.restore_one(step, &budget);
+        tokio::pin!(work);
+        let (outcome, error, cause, detail, generation) = tokio::select! {
+            r = &mut work => r,
+            _ = self.cancel.cancelled() => {
+                match tokio::time::timeout(self.opts.grace, &mut work).await {
+                    Ok(r) => r,
+                    Err(_) => (Outcome::Skipped, Some("terminated while in flight; rerun to converge".into()), Some(Cause::Terminated), None, None),
+                }
+            }
+            _ = tokio::time::sleep_until(self.opts.deadline) => {
+                (Outcome::Failed, Some("deadline reached while in flight; rerun to converge".into()), Some(Cause::Deadline), None, None)
+            }
+        };
+        let r = EntryReport {
+            object: entry.object.clone(),
+            field: entry.field.to_string(),
+            order: entry.order,
+            outcome,
+            attempts: budget.used(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            started_at: Some(started_at),
+            error,
+            cause,
+            detail,
+            generation,
+        };
+        log_result(&r);
+        self.emit(&r);
+        r
+    }
+
+    /// get → decide → patch, again after a failed `test` while the budget lasts.
+    async fn restore_one(&self, step: &Step, budget: &Budget) -> Settled {
+        let entry = &step.entry;
+        let target = entry.object.to_string();
+        let path = Access::path(&step.resolved, &entry.object);
+        let o = &self.opts;
+        loop {
+            let got = with_retry(&o.policy, budget, &format!("get {target}"), || {
+                self.access.get(&target, &path)
+            })
+            .await;
+            let obj: Value = match got {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    return (
+                        Outcome::Gone,
+                        None,
+                        None,
+                        Some("object no longer exists".into()),
+                        None,
+                    );
+                }
+                Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
+            };
+            let state = match pause_state(&obj, &entry.field) {
+                Ok(s) => s,
+                Err(m) => return (Outcome::Failed, Some(m), Some(Cause::Error), None, None),
+            };
+            match decide(
+                &state,
+                &entry.field,
+                &o.upgrade,
+                o.ownership,
+                &o.field_manager,
+            ) {
+                Decision::AlreadyRunning { cleanup } => {
+                    if let (Some(p), false) = (cleanup, o.dry_run) {
+                        // Best effort: a stale mark is harmless, the outcome stands either way.
+                        let _ = self
+                            .access
+                            .json_patch(&target, &path, &p, &o.field_manager, false)
+                            .await;
+                    }
+                    return (Outcome::AlreadyRunning, None, None, None, state.generation);
+                }
+                Decision::NotOurs { reason } => {
+                    return (Outcome::NotOurs, None, None, Some(reason), None);
+                }
+                Decision::Malformed { reason } => {
+                    return (
+                        Outcome::Failed,
+                        Some(reason),
+                        Some(Cause::Error),
+                        None,
+                        None,
+                    );
+                }
+                Decision::Restore { patch } => {
+                    let sent = with_retry(&o.policy, budget, &format!("patch {target}"), || {
+                        self.access
+                            .json_patch(&target, &path, &patch, &o.field_manager, o.dry_run)
+                    })
+                    .await;
+                    match sent {
+                        Ok(v) => {
+                            let generation =
+                                v.pointer("/metadata/generation").and_then(Value::as_i64);
+                            let outcome = if o.dry_run {
+                                Outcome::WouldRestore
+                            } else {
+                                Outcome::Restored
+                            };
+                            return (outcome, None, None, None, generation);
+                        }
+                        Err(e) if classify(&e) == ErrorClass::TestFailed => {
+                            // Changed between our read and our write: read again and re-decide.
+                            tracing::debug!(object = %target, "object changed under us; deciding again");
+                            if !budget.take() {
+                                return (
+                                    Outcome::Failed,
+                                    Some(format!(
+                                        "object kept changing; attempt budget spent ({e})"
+                                    )),
+                                    Some(Cause::Error),
+                                    None,
+                                    None,
+                                );
+                            }
+                        }
+                        Err(e) if classify(&e) == ErrorClass::NotFound => {
+                            return (
+                                Outcome::Gone,
+                                None,
+                                None,
+                                Some("deleted while restoring".into()),
+                                None,
+                            );
+                        }
+                        Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Settled = (
+    Outcome,
+    Option<String>,
+    Option<Cause>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn failure(entry: &Entry, plural: &str, e: &ApiError, budget: &Budget) -> Settled {
+    let class = classify(e);
+    let (msg, cause) = match class {
+        ErrorClass::Forbidden => {
+            let verb = match e {
+                ApiError::Status { verb, .. } => verb.as_str(),
+                _ => "patch",
+            };
+            let group = entry.object.group();
+            let scope = match &entry.object.namespace {
+                Some(ns) => format!("in namespace {ns}"),
+                None => "cluster-wide".to_string(),
+            };
+            (
+                format!(
+                    "permission denied: missing RBAC verb {verb:?} on resource {plural:?} (apiGroup {group:?}) {scope}: {e}"
+                ),
+                Cause::PermissionDenied,
+            )
+        }
+        _ if budget.expired() => (format!("deadline reached: {e}"), Cause::Deadline),
+        ErrorClass::Transient => (
+            format!("gave up after {} attempts: {e}", budget.used()),
+            Cause::Error,
+        ),
+        _ => (e.to_string(), Cause::Error),
+    };
+    (Outcome::Failed, Some(msg), Some(cause), None, None)
+}
+
+fn skipped(entry: &Entry, cause: Cause, why: String) -> EntryReport {
+    EntryReport {
+        object: entry.object.clone(),
+        field: entry.field.to_string(),
+        order: entry.order,
+        outcome: Outcome::Skipped,
+        attempts: 0,
+        duration_ms: 0,
+        started_at: None,
+        error: Some(why),
+        cause: Some(cause),
+        detail: None,
+        generation: None,
+    }
+}
+
+fn log_result(r: &EntryReport) {
+    let object = r.object.to_string();
+    match r.outcome {
+        Outcome::Failed | Outcome::Skipped => tracing::warn!(
+            object, outcome = %r.outcome, attempts = r.attempts,
+            error = r.error.as_deref().unwrap_or(""), "entry {}", r.outcome
+        ),
+        _ => tracing::info!(
+            object, outcome = %r.outcome, attempts = r.attempts,
+            detail = r.detail.as_deref().unwrap_or(""), "entry {}", r.outcome
+        ),
+    }
+}
