@@ -449,7 +449,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
                 Some(d) => println!("status {:?}  runs {}  updated {}  last exit {}", d.state, d.runs, d.updated_at, d.last_exit_code),
                 None => println!("status: never restored"),
             }
-            println!("{:<6} {:<50} {:<8} {:<28} {:<16} NOTE", "ORDER", "OBJECT", "PAUSED", "MARK", "OUTCOME");
+            println!("{:<6} {:<60} {:<8} {:<28} {:<16} NOTE", "ORDER", "OBJECT", "PAUSED", "MARK", "OUTCOME");
             for r in &rows {
                 let paused = match r["live"].get("paused") {
                     Some(Value::Bool(b)) => b.to_string(),
@@ -463,7 +463,8 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
                 let object = serde_json::from_value::<crate::kinds::ObjectRef>(r["object"].clone())
                     .map(|o| o.to_string())
                     .unwrap_or_default();
-                println!("{:<6} {:<50} {:<8} {:<28} {:<16} {}", r["order"], object, paused, mark, outcome, note);
+                let order = r["order"].as_i64().unwrap_or_default();
+                println!("{order:<6} {object:<60} {paused:<8} {mark:<28} {outcome:<16} {note}");
             }
         }
     }

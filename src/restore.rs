@@ -328,11 +328,11 @@ fn log_result(r: &EntryReport) {
     match r.outcome {
         Outcome::Failed | Outcome::Skipped => tracing::warn!(
             object, outcome = %r.outcome, attempts = r.attempts,
-            error = r.error.as_deref().unwrap_or(""), "entry {}", r.outcome
+            error = r.error.as_deref(), "entry {}", r.outcome
         ),
         _ => tracing::info!(
             object, outcome = %r.outcome, attempts = r.attempts,
-            detail = r.detail.as_deref().unwrap_or(""), "entry {}", r.outcome
+            detail = r.detail.as_deref(), "entry {}", r.outcome
         ),
     }
 }

@@ -1,1 +1,15 @@
+//! Throw-away Kubernetes control plane (etcd + kube-apiserver, no controllers) for pause-ledger's
+//! integration tests, demo and benchmarks, plus the CRDs and a Rancher test double they need.
 #![forbid(unsafe_code)]
+
+pub mod binaries;
+pub mod control_plane;
+pub mod crds;
+mod error;
+pub mod pki;
+pub mod process;
+pub mod rancher;
+
+pub use control_plane::ControlPlane;
+pub use error::Error;
+pub use rancher::{Mode, RancherStandIn};
