@@ -3,6 +3,7 @@
 //! [`crate::retry`], under one deadline and a cancellation signal.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -133,16 +134,22 @@ impl Engine {
         let budget = Budget::new(self.opts.policy.max_attempts, self.opts.deadline);
         let work = self.restore_one(step, &budget);
         tokio::pin!(work);
-        let (outcome, error, cause, detail, generation) = tokio::select! {
+        let Settled {
+            outcome,
+            error,
+            cause,
+            detail,
+            generation,
+        } = tokio::select! {
             r = &mut work => r,
             _ = self.cancel.cancelled() => {
                 match tokio::time::timeout(self.opts.grace, &mut work).await {
                     Ok(r) => r,
-                    Err(_) => (Outcome::Skipped, Some("terminated while in flight; rerun to converge".into()), Some(Cause::Terminated), None, None),
+                    Err(_) => Settled::skipped("terminated while in flight; rerun to converge", Cause::Terminated),
                 }
             }
             _ = tokio::time::sleep_until(self.opts.deadline) => {
-                (Outcome::Failed, Some("deadline reached while in flight; rerun to converge".into()), Some(Cause::Deadline), None, None)
+                Settled::failed("deadline reached while in flight; rerun to converge", Cause::Deadline)
             }
         };
         let r = EntryReport {
@@ -169,6 +176,8 @@ impl Engine {
         let target = entry.object.to_string();
         let path = Access::path(&step.resolved, &entry.object);
         let o = &self.opts;
+        // Set when a patch got no answer: the server may or may not have applied it.
+        let ambiguous = AtomicBool::new(false);
         loop {
             let got = with_retry(&o.policy, budget, &format!("get {target}"), || {
                 self.access.get(&target, &path)
@@ -176,20 +185,12 @@ impl Engine {
             .await;
             let obj: Value = match got {
                 Ok(Some(v)) => v,
-                Ok(None) => {
-                    return (
-                        Outcome::Gone,
-                        None,
-                        None,
-                        Some("object no longer exists".into()),
-                        None,
-                    );
-                }
+                Ok(None) => return Settled::new(Outcome::Gone).detail("object no longer exists"),
                 Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
             };
             let state = match pause_state(&obj, &entry.field) {
                 Ok(s) => s,
-                Err(m) => return (Outcome::Failed, Some(m), Some(Cause::Error), None, None),
+                Err(m) => return Settled::failed(m, Cause::Error),
             };
             match decide(
                 &state,
@@ -206,60 +207,67 @@ impl Engine {
                             .json_patch(&target, &path, &p, &o.field_manager, false)
                             .await;
                     }
-                    return (Outcome::AlreadyRunning, None, None, None, state.generation);
+                    let mut s = Settled::new(Outcome::AlreadyRunning);
+                    s.generation = state.generation;
+                    // Our patch was applied but its answer lost: the field is ours and false now.
+                    if ambiguous.load(Ordering::Relaxed)
+                        && state.field_owners.iter().any(|m| m == &o.field_manager)
+                    {
+                        s.outcome = Outcome::Restored;
+                        s.detail = Some(
+                            "the answer to our patch was lost; the server had applied it".into(),
+                        );
+                    }
+                    return s;
                 }
                 Decision::NotOurs { reason } => {
-                    return (Outcome::NotOurs, None, None, Some(reason), None);
+                    return Settled::new(Outcome::NotOurs).detail(reason);
                 }
-                Decision::Malformed { reason } => {
-                    return (
-                        Outcome::Failed,
-                        Some(reason),
-                        Some(Cause::Error),
-                        None,
-                        None,
-                    );
-                }
+                Decision::Malformed { reason } => return Settled::failed(reason, Cause::Error),
                 Decision::Restore { patch } => {
                     let sent = with_retry(&o.policy, budget, &format!("patch {target}"), || {
-                        self.access
-                            .json_patch(&target, &path, &patch, &o.field_manager, o.dry_run)
+                        let sent = self.access.json_patch(
+                            &target,
+                            &path,
+                            &patch,
+                            &o.field_manager,
+                            o.dry_run,
+                        );
+                        async {
+                            let r = sent.await;
+                            if matches!(
+                                r,
+                                Err(ApiError::Transport { .. } | ApiError::Timeout { .. })
+                            ) {
+                                ambiguous.store(true, Ordering::Relaxed);
+                            }
+                            r
+                        }
                     })
                     .await;
                     match sent {
                         Ok(v) => {
-                            let generation =
-                                v.pointer("/metadata/generation").and_then(Value::as_i64);
-                            let outcome = if o.dry_run {
+                            let mut s = Settled::new(if o.dry_run {
                                 Outcome::WouldRestore
                             } else {
                                 Outcome::Restored
-                            };
-                            return (outcome, None, None, None, generation);
+                            });
+                            s.generation =
+                                v.pointer("/metadata/generation").and_then(Value::as_i64);
+                            return s;
                         }
                         Err(e) if classify(&e) == ErrorClass::TestFailed => {
                             // Changed between our read and our write: read again and re-decide.
                             tracing::debug!(object = %target, "object changed under us; deciding again");
                             if !budget.take() {
-                                return (
-                                    Outcome::Failed,
-                                    Some(format!(
-                                        "object kept changing; attempt budget spent ({e})"
-                                    )),
-                                    Some(Cause::Error),
-                                    None,
-                                    None,
+                                return Settled::failed(
+                                    format!("object kept changing; attempt budget spent ({e})"),
+                                    Cause::Error,
                                 );
                             }
                         }
                         Err(e) if classify(&e) == ErrorClass::NotFound => {
-                            return (
-                                Outcome::Gone,
-                                None,
-                                None,
-                                Some("deleted while restoring".into()),
-                                None,
-                            );
+                            return Settled::new(Outcome::Gone).detail("deleted while restoring");
                         }
                         Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
                     }
@@ -269,13 +277,48 @@ impl Engine {
     }
 }
 
-type Settled = (
-    Outcome,
-    Option<String>,
-    Option<Cause>,
-    Option<String>,
-    Option<i64>,
-);
+/// How one entry settled (before timing is added).
+struct Settled {
+    outcome: Outcome,
+    error: Option<String>,
+    cause: Option<Cause>,
+    detail: Option<String>,
+    generation: Option<i64>,
+}
+
+impl Settled {
+    fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            error: None,
+            cause: None,
+            detail: None,
+            generation: None,
+        }
+    }
+
+    fn failed(error: impl Into<String>, cause: Cause) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            error: Some(error.into()),
+            cause: Some(cause),
+            detail: None,
+            generation: None,
+        }
+    }
+
+    fn skipped(error: impl Into<String>, cause: Cause) -> Self {
+        Self {
+            outcome: Outcome::Skipped,
+            ..Self::failed(error, cause)
+        }
+    }
+
+    fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+}
 
 fn failure(entry: &Entry, plural: &str, e: &ApiError, budget: &Budget) -> Settled {
     let class = classify(e);
@@ -298,13 +341,18 @@ fn failure(entry: &Entry, plural: &str, e: &ApiError, budget: &Budget) -> Settle
             )
         }
         _ if budget.expired() => (format!("deadline reached: {e}"), Cause::Deadline),
+        // Budget left but no retry: the next delay would have crossed the deadline.
+        ErrorClass::Transient if !budget.exhausted() => (
+            format!("deadline reached after {} attempts: {e}", budget.used()),
+            Cause::Deadline,
+        ),
         ErrorClass::Transient => (
             format!("gave up after {} attempts: {e}", budget.used()),
             Cause::Error,
         ),
         _ => (e.to_string(), Cause::Error),
     };
-    (Outcome::Failed, Some(msg), Some(cause), None, None)
+    Settled::failed(msg, cause)
 }
 
 fn skipped(entry: &Entry, cause: Cause, why: String) -> EntryReport {

@@ -109,6 +109,11 @@ impl Budget {
         self.deadline
     }
 
+    /// Whether every attempt is used.
+    pub fn exhausted(&self) -> bool {
+        self.used() >= self.max
+    }
+
     /// Whether the deadline has passed.
     pub fn expired(&self) -> bool {
         Instant::now() >= self.deadline

@@ -415,7 +415,7 @@ async fn concurrent_restores_restore_each_entry_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
     let ns = namespace("killed").await;
-    let names: Vec<String> = (0..200).map(|i| format!("c-{i:03}")).collect();
+    let names: Vec<String> = (0..60).map(|i| format!("c-{i:03}")).collect();
     create_charts(&ns, &names).await;
     for n in &names {
         pause_as_upgrade(&ns, n, UPGRADE).await;
@@ -435,44 +435,55 @@ async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
             .filter(|c| c.data.pointer("/spec/paused") == Some(&Value::Bool(true)))
             .count()
     };
+    // Slow every chart request down (no errors) so the runs can be interrupted mid-way.
+    let proxy = fault_proxy::FaultProxy::start(
+        cp().server_url(),
+        cp().ca_pem(),
+        fault_proxy::Faults {
+            seed: 5,
+            latency_rate: 1.0,
+            latency_min: Duration::from_millis(40),
+            latency_max: Duration::from_millis(60),
+            path_filter: Some("managedcharts".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("pl-killed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let slow = proxy.write_kubeconfig(&dir, cp().admin_token()).unwrap();
+    let args = [
+        "restore",
+        "--ledger",
+        ledger.as_str(),
+        "--concurrency",
+        "1",
+        "-o",
+        "json",
+    ];
 
     // SIGKILL once some, not all, are restored.
-    let mut child = command(
-        cp().kubeconfig_path(),
-        &["restore", "--ledger", &ledger, "--concurrency", "1"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = command(&slow, &args).spawn().unwrap();
     eventually(Duration::from_secs(60), "the first restores", || async {
-        count_paused().await < 190
+        count_paused().await <= 55
     })
     .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let left = count_paused().await;
+    assert!(left > 0 && left < 60, "{left} paused: not killed mid-way");
     assert!(
-        left > 0,
-        "the run finished before it was killed; nothing proven"
+        !ledger_data(&ns, "pause-ledger")
+            .await
+            .contains_key("status.yaml"),
+        "a killed run wrote status"
     );
 
-    // SIGTERM the next run mid-way: exit 7, status written, incomplete.
-    let child = command(
-        cp().kubeconfig_path(),
-        &[
-            "restore",
-            "--ledger",
-            &ledger,
-            "--concurrency",
-            "1",
-            "-o",
-            "json",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    // SIGTERM the next run mid-way: exit 7, status written for what was done, the rest skipped.
+    let child = command(&slow, &args).spawn().unwrap();
     let pid = child.id().unwrap();
     eventually(Duration::from_secs(60), "more restores", || async {
-        count_paused().await < left.saturating_sub(10).max(1)
+        count_paused().await + 5 <= left
     })
     .await;
     std::process::Command::new("kill")
@@ -480,20 +491,31 @@ async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
         .status()
         .unwrap();
     let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if count_paused().await > 0 {
-        assert_eq!(
-            out.status.code(),
-            Some(7),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
-        assert!(status.contains("state: incomplete"), "{status}");
-        assert!(status.contains("outcome: skipped"), "{status}");
-    }
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["result"], "terminated");
+    let still = count_paused().await;
+    assert!(
+        still > 0,
+        "the terminated run finished everything; nothing proven"
+    );
+    let skipped = report["summary"]["skipped"].as_u64().unwrap_or(0) as usize;
+    assert!(
+        skipped >= still.saturating_sub(1),
+        "{skipped} skipped but {still} paused: {stdout}"
+    );
+    let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
+    assert!(status.contains("state: incomplete"), "{status}");
+    assert!(status.contains("outcome: skipped"), "{status}");
+    assert!(status.contains("lastExitCode: 7"), "{status}");
 
-    // Rerun converges: everything restored, nothing lost.
+    // A rerun converges: everything restored, nothing lost, no marks left.
     let r = run(&["restore", "--ledger", &ledger]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(count_paused().await, 0);

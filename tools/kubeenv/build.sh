@@ -22,7 +22,9 @@ flock 9
 if [[ -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/helm" ]]; then
   echo "$bin"; exit 0
 fi
-command -v go >/dev/null || { echo "kubeenv: 'go' not found on PATH" >&2; exit 1; }
+# Go lives outside PATH on some images (non-login shells, CI): look in the usual places.
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:/usr/lib/go/bin"
+command -v go >/dev/null || { echo "kubeenv: 'go' not found on PATH or in /usr/local/go/bin" >&2; exit 1; }
 mkdir -p "$root/$key"
 tmp="$(mktemp -d "$root/$key/build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT

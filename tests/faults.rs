@@ -1,0 +1,228 @@
+//! Restore through a seeded fault-injecting proxy in front of the real kube-apiserver:
+//! 5xx, 429 with Retry-After, connection resets (before and after the server applied the
+//! request) and latency. Retries must show in the logs, everything must be restored within the
+//! deadline, and an unbeatable fault rate must end with the deadline code and a true status.
+
+mod support;
+
+use std::time::Duration;
+
+use fault_proxy::{FaultProxy, Faults};
+use support::*;
+
+fn proxy(faults: Faults) -> (FaultProxy, std::path::PathBuf) {
+    let cp = cp();
+    let p = FaultProxy::start(cp.server_url(), cp.ca_pem(), faults).expect("proxy starts");
+    let dir = std::env::temp_dir().join(format!("pl-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = p
+        .write_kubeconfig(&dir, cp.admin_token())
+        .expect("kubeconfig");
+    (p, kubeconfig)
+}
+
+async fn seed(prefix: &str, n: usize) -> (String, Vec<String>) {
+    let ns = namespace(prefix).await;
+    let names: Vec<String> = (0..n).map(|i| format!("chart-{i:03}")).collect();
+    create_charts(&ns, &names).await;
+    for n in &names {
+        pause_as_upgrade(&ns, n, UPGRADE).await;
+    }
+    // A decoy an administrator paused by hand: must stay paused whatever the faults.
+    create_chart(&ns, "decoy").await;
+    set_paused_by_hand(&ns, "decoy", true).await;
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    all.push("decoy");
+    write_ledger(
+        &ns,
+        "pause-ledger",
+        &[("ledger.yaml", &full_ledger(&ns, &all))],
+    )
+    .await;
+    (ns, names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_everything_through_faults_with_retries_logged() {
+    let (ns, names) = seed("faults", 40).await;
+    let (proxy, kubeconfig) = proxy(Faults {
+        seed: 20261127,
+        server_error_rate: 0.15,
+        throttle_rate: 0.10,
+        retry_after_secs: 1,
+        reset_rate: 0.05,
+        reset_after_forward_rate: 0.05,
+        latency_rate: 0.2,
+        latency_min: Duration::from_millis(5),
+        latency_max: Duration::from_millis(80),
+        path_filter: None,
+    });
+    let ledger = format!("{ns}/pause-ledger");
+    let r = run_as(
+        &kubeconfig,
+        &[
+            "restore",
+            "--ledger",
+            &ledger,
+            "-o",
+            "json",
+            "--timeout",
+            "120s",
+            "--max-attempts",
+            "30",
+            "--log-format",
+            "json",
+        ],
+    )
+    .await;
+    let stats = proxy.stats();
+    assert_eq!(r.code, 0, "{stats:?}\n{r:#?}");
+    let outcomes = r.outcomes();
+    for n in &names {
+        assert_eq!(outcomes[n], "restored", "{n}: {r:#?}");
+        assert!(!paused(&ns, n).await, "{n} still paused");
+    }
+    assert_eq!(outcomes["decoy"], "not-ours");
+    assert!(paused(&ns, "decoy").await, "the decoy was unpaused");
+    assert!(
+        stats.server_errors + stats.throttled + stats.resets + stats.resets_after_forward > 10,
+        "{stats:?}"
+    );
+
+    // Every retry is logged (JSON logs) with its delay.
+    let retries: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("retrying"))
+        })
+        .collect();
+    assert!(
+        retries.len() >= 10,
+        "{} retries logged: {}",
+        retries.len(),
+        r.stderr
+    );
+    assert!(
+        retries.iter().all(|l| l["delay_ms"].is_u64()),
+        "{retries:?}"
+    );
+    // 429s came with Retry-After: 1, and the delay honoured it.
+    assert!(
+        retries.iter().any(
+            |l| l["error"].as_str().is_some_and(|e| e.contains("429")) && l["delay_ms"] == 1000
+        ),
+        "no Retry-After honoured: {retries:?}"
+    );
+    let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
+    assert!(status.contains("state: done"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbeatable_faults_end_at_the_deadline_with_a_true_status() {
+    let (ns, names) = seed("unbeatable", 5).await;
+    // Charts always fail; the ledger itself stays reachable so the status can be written.
+    let (proxy, kubeconfig) = proxy(Faults {
+        seed: 1,
+        server_error_rate: 1.0,
+        path_filter: Some("managedcharts".into()),
+        ..Faults::default()
+    });
+    let ledger = format!("{ns}/pause-ledger");
+    let started = std::time::Instant::now();
+    let r = run_as(
+        &kubeconfig,
+        &[
+            "restore",
+            "--ledger",
+            &ledger,
+            "-o",
+            "json",
+            "--timeout",
+            "8s",
+            "--max-attempts",
+            "1000",
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(r.code, 6, "{r:#?}");
+    assert!(
+        took < Duration::from_secs(8) + Duration::from_secs(3),
+        "overran the deadline: {took:?}"
+    );
+    assert!(proxy.stats().server_errors > 5);
+    let report = r.json();
+    assert_eq!(report["result"], "deadline-exceeded");
+    for e in report["entries"].as_array().unwrap() {
+        assert_eq!(e["outcome"], "failed", "{e}");
+        assert_eq!(e["cause"], "deadline", "{e}");
+    }
+    for n in &names {
+        assert!(
+            paused(&ns, n).await,
+            "{n} changed although every request failed"
+        );
+    }
+    let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
+    assert!(status.contains("state: incomplete"), "{status}");
+    assert!(status.contains("lastExitCode: 6"), "{status}");
+    assert!(!status.contains("outcome: restored"), "{status}");
+
+    // With the faults gone, a rerun converges.
+    proxy.set_faults(Faults::default());
+    let again = run_as(&kubeconfig, &["restore", "--ledger", &ledger, "-o", "json"]).await;
+    assert_eq!(again.code, 0, "{again:#?}");
+    for n in &names {
+        assert!(!paused(&ns, n).await);
+    }
+    assert!(paused(&ns, "decoy").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_are_still_counted_as_restored() {
+    let (ns, names) = seed("lost-answers", 10).await;
+    // Every first PATCH of a chart is applied upstream but its answer is lost.
+    let (_proxy, kubeconfig) = proxy(Faults {
+        seed: 3,
+        reset_after_forward_rate: 0.5,
+        path_filter: Some("managedcharts/chart".into()),
+        ..Faults::default()
+    });
+    let ledger = format!("{ns}/pause-ledger");
+    let r = run_as(
+        &kubeconfig,
+        &[
+            "restore",
+            "--ledger",
+            &ledger,
+            "-o",
+            "json",
+            "--max-attempts",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    let outcomes = r.outcomes();
+    for n in &names {
+        assert_eq!(outcomes[n], "restored", "{n}: {r:#?}");
+    }
+    let lost = r.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("answer to our patch was lost"))
+        })
+        .count();
+    assert!(
+        lost > 0,
+        "no patch answer was lost; the test proved nothing: {r:#?}"
+    );
+}
