@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::EXIT_CODES_HELP;
 pub use crate::ledger::LedgerRef;
+pub use crate::preset::Preset;
+pub use crate::record::OnExisting;
 
 /// Restore what a platform upgrade paused, from the ledger the upgrade recorded.
 #[derive(Debug, Parser)]
@@ -25,12 +27,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster ServiceAccount).
-    #[arg(
-        long,
-        global = true,
-        env = "PAUSE_LEDGER_KUBECONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, env = "PAUSE_LEDGER_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use.
     #[arg(long, global = true, env = "PAUSE_LEDGER_CONTEXT")]
@@ -86,6 +83,10 @@ pub enum ProgressMode {
 pub enum Command {
     /// Unpause exactly what the ledger says the upgrade paused, then write the status back.
     Restore(RestoreArgs),
+    /// The pause side: pause and mark objects (names, selector or preset) and write the ledger.
+    Record(RecordArgs),
+    /// For clusters whose upgrade recorded nothing: restore a preset's currently paused objects.
+    Rescue(RescueArgs),
     /// Validate a ledger file offline (a ConfigMap manifest or a ledger.yaml document; `-` for stdin).
     Validate(ValidateArgs),
     /// Show the ledger, its restore status and the live state of every entry.
@@ -101,35 +102,25 @@ pub struct LedgerArg {
 }
 
 fn parse_ledger_ref(s: &str) -> Result<LedgerRef, String> {
-    let (ns, name) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
+    let (ns, name) = s.split_once('/').ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
     crate::ledger::check_label(ns)?;
     crate::ledger::check_subdomain(name)?;
-    Ok(LedgerRef {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    })
+    Ok(LedgerRef { namespace: ns.to_string(), name: name.to_string() })
 }
 
 /// Parse a duration such as `240s`, `4m`, `1m30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration like 240s or 4m: {e}"))?;
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{s:?} is not a duration like 240s or 4m: {e}"))?;
     Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }
 
-/// `restore` options.
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// The ledger.
-    #[command(flatten)]
-    pub ledger: LedgerArg,
+/// Options shared by the commands that write (`restore`, `rescue`, `record`).
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
     /// Overall deadline for the whole run (default leaves a minute of Helm's 5-minute hook timeout).
     #[arg(long, env = "PAUSE_LEDGER_TIMEOUT", default_value = "240s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Entries restored at once within one order.
+    /// Entries handled at once within one order.
     #[arg(long, env = "PAUSE_LEDGER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: u16,
     /// Attempt budget per entry (requests and re-reads after a concurrent change).
@@ -144,16 +135,10 @@ pub struct RestoreArgs {
     /// Limit on one HTTP request.
     #[arg(long, env = "PAUSE_LEDGER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// What to do when the ledger ConfigMap does not exist.
-    #[arg(long, env = "PAUSE_LEDGER_IF_MISSING", value_enum, default_value_t = IfMissing::Fail)]
-    pub if_missing: IfMissing,
-    /// Send every patch with server-side dryRun=All: RBAC and admission run, nothing changes,
-    /// no status is written.
+    /// Send every write with server-side dryRun=All (restore, rescue) or write nothing (record):
+    /// RBAC and admission run, nothing changes, no status, no Events.
     #[arg(long, env = "PAUSE_LEDGER_DRY_RUN")]
     pub dry_run: bool,
-    /// Re-examine every entry even when the status says the ledger is already restored.
-    #[arg(long, env = "PAUSE_LEDGER_FORCE")]
-    pub force: bool,
     /// Result format on stdout.
     #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -163,6 +148,108 @@ pub struct RestoreArgs {
     /// After SIGTERM/SIGINT, how long in-flight requests may finish before the status is written.
     #[arg(long, env = "PAUSE_LEDGER_GRACE", default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Create Kubernetes Events on the ledger and on every object touched.
+    #[arg(long, env = "PAUSE_LEDGER_EVENTS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub events: bool,
+}
+
+/// Verification after restore.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// How long Rancher gets to carry a ManagedChart's unpause into Bundle mcc-<name>; 0 skips.
+    #[arg(long, env = "PAUSE_LEDGER_PROPAGATION_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub propagation_window: Duration,
+    /// Wait until each restored object is Ready at the generation our patch produced.
+    #[arg(long, env = "PAUSE_LEDGER_WAIT_READY", value_parser = parse_duration, num_args = 0..=1, default_missing_value = "120s", value_name = "DURATION")]
+    pub wait_ready: Option<Duration>,
+    /// With --wait-ready: an object that is not ready fails the run (exit 3).
+    #[arg(long, env = "PAUSE_LEDGER_FAIL_ON_NOT_READY")]
+    pub fail_on_not_ready: bool,
+    /// Watch restored objects this long for a re-pause (a still-running upgrade job); 0 skips.
+    #[arg(long, env = "PAUSE_LEDGER_SETTLE", default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
+}
+
+/// `restore` options.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The ledger.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+    /// What to do when the ledger ConfigMap does not exist.
+    #[arg(long, env = "PAUSE_LEDGER_IF_MISSING", value_enum, default_value_t = IfMissing::Fail)]
+    pub if_missing: IfMissing,
+    /// Re-examine every entry even when the status says the ledger is already restored.
+    #[arg(long, env = "PAUSE_LEDGER_FORCE")]
+    pub force: bool,
+    /// Run options.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Verification.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// `record` options.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The ledger.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+    /// This upgrade's id (marks carry it; restore checks it).
+    #[arg(long, env = "PAUSE_LEDGER_UPGRADE")]
+    pub upgrade: String,
+    /// Pause a preset's objects.
+    #[arg(long, env = "PAUSE_LEDGER_PRESET", value_enum, conflicts_with_all = ["names", "selector"])]
+    pub preset: Option<Preset>,
+    /// Namespace of the named or selected objects (overrides the preset's namespace).
+    #[arg(long, short = 'n', env = "PAUSE_LEDGER_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Select objects by label instead of naming them.
+    #[arg(long, short = 'l', env = "PAUSE_LEDGER_SELECTOR", conflicts_with = "names")]
+    pub selector: Option<String>,
+    /// apiVersion of the named or selected objects.
+    #[arg(long, env = "PAUSE_LEDGER_API_VERSION", default_value = crate::kinds::MANAGED_CHART_API_VERSION)]
+    pub api_version: String,
+    /// Kind of the named or selected objects.
+    #[arg(long, env = "PAUSE_LEDGER_KIND", default_value = crate::kinds::MANAGED_CHART_KIND)]
+    pub kind: String,
+    /// Pause field (default: the kind's, e.g. spec.suspend for CronJob, else spec.paused).
+    #[arg(long, env = "PAUSE_LEDGER_FIELD")]
+    pub field: Option<String>,
+    /// Restore order of the named or selected objects (default: -crd charts 0, others 1).
+    #[arg(long, env = "PAUSE_LEDGER_ORDER")]
+    pub order: Option<i32>,
+    /// When another upgrade's unrestored ledger exists.
+    #[arg(long, env = "PAUSE_LEDGER_ON_EXISTING", value_enum, default_value_t = OnExisting::Refuse)]
+    pub on_existing: OnExisting,
+    /// Run options.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Object names.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `rescue` options.
+#[derive(Debug, Args)]
+pub struct RescueArgs {
+    /// The preset whose currently paused objects are restored.
+    #[arg(long, env = "PAUSE_LEDGER_PRESET", value_enum)]
+    pub preset: Preset,
+    /// Namespace override for the preset's objects.
+    #[arg(long, short = 'n', env = "PAUSE_LEDGER_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Required to write: nothing recorded who paused these objects, so one an administrator
+    /// paused on purpose will be unpaused too.
+    #[arg(long, env = "PAUSE_LEDGER_ACKNOWLEDGE_UNKNOWN_OWNERSHIP")]
+    pub acknowledge_unknown_ownership: bool,
+    /// Run options.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Verification.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
 }
 
 /// `validate` options.

@@ -22,6 +22,8 @@ pub enum Exit {
     Terminated,
     /// 8: no ledger ConfigMap and `--if-missing=fail`.
     LedgerMissing,
+    /// 9: record refused: another upgrade's unrestored ledger is in the way.
+    LedgerConflict,
 }
 
 impl Exit {
@@ -37,6 +39,7 @@ impl Exit {
             Exit::Deadline => 6,
             Exit::Terminated => 7,
             Exit::LedgerMissing => 8,
+            Exit::LedgerConflict => 9,
         }
     }
 
@@ -52,6 +55,7 @@ impl Exit {
             Exit::Deadline => "deadline-exceeded",
             Exit::Terminated => "terminated",
             Exit::LedgerMissing => "ledger-missing",
+            Exit::LedgerConflict => "ledger-conflict",
         }
     }
 }
@@ -66,4 +70,5 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   5  permission denied: RBAC refused a request (the message names verb and resource)
   6  deadline exceeded (--timeout)
   7  terminated by SIGTERM/SIGINT (status written)
-  8  ledger missing with --if-missing=fail";
+  8  ledger missing with --if-missing=fail
+  9  record refused: another upgrade's unrestored ledger exists (see --on-existing)";

@@ -30,18 +30,12 @@ pub struct ObjectRef {
 impl ObjectRef {
     /// The API group (empty for the core group).
     pub fn group(&self) -> &str {
-        self.api_version
-            .rsplit_once('/')
-            .map(|(g, _)| g)
-            .unwrap_or("")
+        self.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
     }
 
     /// The API version without the group.
     pub fn version(&self) -> &str {
-        self.api_version
-            .rsplit_once('/')
-            .map(|(_, v)| v)
-            .unwrap_or(&self.api_version)
+        self.api_version.rsplit_once('/').map(|(_, v)| v).unwrap_or(&self.api_version)
     }
 
     /// Whether this is a Rancher ManagedChart.
@@ -51,23 +45,14 @@ impl ObjectRef {
 
     /// Identity ignoring the version: the same object served at two versions is one object.
     pub fn identity(&self) -> (String, String, Option<String>, String) {
-        (
-            self.group().to_string(),
-            self.kind.clone(),
-            self.namespace.clone(),
-            self.name.clone(),
-        )
+        (self.group().to_string(), self.kind.clone(), self.namespace.clone(), self.name.clone())
     }
 }
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let group = self.group();
-        let kind = if group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, group)
-        };
+        let kind = if group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, group) };
         match &self.namespace {
             Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
             None => write!(f, "{kind} {}", self.name),
@@ -88,60 +73,20 @@ pub struct KnownKind {
 
 /// Pausable kinds whose pause field is known without being told.
 pub const KNOWN_KINDS: &[KnownKind] = &[
-    KnownKind {
-        group: "management.cattle.io",
-        kind: "ManagedChart",
-        field: "spec.paused",
-    },
-    KnownKind {
-        group: "fleet.cattle.io",
-        kind: "Bundle",
-        field: "spec.paused",
-    },
-    KnownKind {
-        group: "fleet.cattle.io",
-        kind: "GitRepo",
-        field: "spec.paused",
-    },
-    KnownKind {
-        group: "fleet.cattle.io",
-        kind: "Cluster",
-        field: "spec.paused",
-    },
-    KnownKind {
-        group: "apps",
-        kind: "Deployment",
-        field: "spec.paused",
-    },
-    KnownKind {
-        group: "batch",
-        kind: "CronJob",
-        field: "spec.suspend",
-    },
-    KnownKind {
-        group: "cluster.x-k8s.io",
-        kind: "Cluster",
-        field: "spec.paused",
-    },
-    KnownKind {
-        group: "helm.toolkit.fluxcd.io",
-        kind: "HelmRelease",
-        field: "spec.suspend",
-    },
-    KnownKind {
-        group: "kustomize.toolkit.fluxcd.io",
-        kind: "Kustomization",
-        field: "spec.suspend",
-    },
+    KnownKind { group: "management.cattle.io", kind: "ManagedChart", field: "spec.paused" },
+    KnownKind { group: "fleet.cattle.io", kind: "Bundle", field: "spec.paused" },
+    KnownKind { group: "fleet.cattle.io", kind: "GitRepo", field: "spec.paused" },
+    KnownKind { group: "fleet.cattle.io", kind: "Cluster", field: "spec.paused" },
+    KnownKind { group: "apps", kind: "Deployment", field: "spec.paused" },
+    KnownKind { group: "batch", kind: "CronJob", field: "spec.suspend" },
+    KnownKind { group: "cluster.x-k8s.io", kind: "Cluster", field: "spec.paused" },
+    KnownKind { group: "helm.toolkit.fluxcd.io", kind: "HelmRelease", field: "spec.suspend" },
+    KnownKind { group: "kustomize.toolkit.fluxcd.io", kind: "Kustomization", field: "spec.suspend" },
 ];
 
 /// The default pause field for a kind: the table's, else `spec.paused`.
 pub fn default_field(group: &str, kind: &str) -> &'static str {
-    KNOWN_KINDS
-        .iter()
-        .find(|k| k.group == group && k.kind == kind)
-        .map(|k| k.field)
-        .unwrap_or("spec.paused")
+    KNOWN_KINDS.iter().find(|k| k.group == group && k.kind == kind).map(|k| k.field).unwrap_or("spec.paused")
 }
 
 /// A dotted field path such as `spec.paused`, validated to lie under `spec`.
@@ -154,22 +99,16 @@ impl FieldPath {
     pub fn parse(s: &str) -> Result<Self, String> {
         let segments: Vec<&str> = s.split('.').collect();
         if segments.first() != Some(&"spec") || segments.len() < 2 {
-            return Err(format!(
-                "field {s:?} must be a path under spec, e.g. spec.paused"
-            ));
+            return Err(format!("field {s:?} must be a path under spec, e.g. spec.paused"));
         }
         if segments.len() > 5 {
-            return Err(format!(
-                "field {s:?} is nested too deeply (at most 4 levels under spec)"
-            ));
+            return Err(format!("field {s:?} is nested too deeply (at most 4 levels under spec)"));
         }
         for seg in &segments {
             let ok = seg.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && seg.chars().all(|c| c.is_ascii_alphanumeric());
             if !ok {
-                return Err(format!(
-                    "field {s:?} has an invalid segment {seg:?} (letters and digits only)"
-                ));
+                return Err(format!("field {s:?} has an invalid segment {seg:?} (letters and digits only)"));
             }
         }
         Ok(Self(s.to_string()))
@@ -207,10 +146,7 @@ mod tests {
 
     #[test]
     fn field_paths() {
-        assert_eq!(
-            FieldPath::parse("spec.paused").unwrap().pointer(),
-            "/spec/paused"
-        );
+        assert_eq!(FieldPath::parse("spec.paused").unwrap().pointer(), "/spec/paused");
         assert!(FieldPath::parse("paused").is_err());
         assert!(FieldPath::parse("spec").is_err());
         assert!(FieldPath::parse("spec.pa-used").is_err());
@@ -228,17 +164,9 @@ mod tests {
             namespace: Some("fleet-local".into()),
             name: "harvester".into(),
         };
-        assert_eq!(
-            r.to_string(),
-            "ManagedChart.management.cattle.io fleet-local/harvester"
-        );
+        assert_eq!(r.to_string(), "ManagedChart.management.cattle.io fleet-local/harvester");
         assert!(r.is_managed_chart());
-        let d = ObjectRef {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            namespace: None,
-            name: "n".into(),
-        };
+        let d = ObjectRef { api_version: "v1".into(), kind: "Node".into(), namespace: None, name: "n".into() };
         assert_eq!(d.group(), "");
         assert_eq!(d.version(), "v1");
     }

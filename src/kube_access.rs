@@ -51,29 +51,19 @@ pub enum ConfigError {
 
 /// Build a client with kube-client's retry layer off (see the module docs).
 pub async fn build_client(opts: &ClientOptions) -> Result<Client, ConfigError> {
-    let kc_opts = KubeConfigOptions {
-        context: opts.context.clone(),
-        ..Default::default()
-    };
+    let kc_opts = KubeConfigOptions { context: opts.context.clone(), ..Default::default() };
     let mut config = match (&opts.kubeconfig, &opts.context) {
         (Some(path), _) => {
-            let kc = Kubeconfig::read_from(path).map_err(|source| ConfigError::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|source| ConfigError::Kubeconfig { path: path.display().to_string(), source })?;
             kube::Config::from_custom_kubeconfig(kc, &kc_opts)
                 .await
-                .map_err(|source| ConfigError::Kubeconfig {
-                    path: path.display().to_string(),
-                    source,
-                })?
+                .map_err(|source| ConfigError::Kubeconfig { path: path.display().to_string(), source })?
         }
-        (None, Some(_)) => kube::Config::from_kubeconfig(&kc_opts)
-            .await
-            .map_err(|e| ConfigError::Infer(e.to_string()))?,
-        (None, None) => kube::Config::infer()
-            .await
-            .map_err(|e| ConfigError::Infer(e.to_string()))?,
+        (None, Some(_)) => {
+            kube::Config::from_kubeconfig(&kc_opts).await.map_err(|e| ConfigError::Infer(e.to_string()))?
+        }
+        (None, None) => kube::Config::infer().await.map_err(|e| ConfigError::Infer(e.to_string()))?,
     };
     config.default_retry = false;
     Ok(Client::try_from(config)?)
@@ -203,12 +193,7 @@ impl Access {
 
     /// The URL path of an object (or, with `name` `None`, of its collection).
     pub fn path(r: &Resolved, obj: &ObjectRef) -> String {
-        object_path(
-            &obj.api_version,
-            &r.plural,
-            obj.namespace.as_deref().filter(|_| r.namespaced),
-            Some(&obj.name),
-        )
+        object_path(&obj.api_version, &r.plural, obj.namespace.as_deref().filter(|_| r.namespaced), Some(&obj.name))
     }
 
     /// Send one request; map non-2xx answers to [`ApiError::Status`].
@@ -220,10 +205,7 @@ impl Access {
         uri: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Value, ApiError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::ACCEPT, "application/json");
+        let mut builder = Request::builder().method(method).uri(uri).header(header::ACCEPT, "application/json");
         let bytes = match body {
             Some((ct, b)) => {
                 builder = builder.header(header::CONTENT_TYPE, ct);
@@ -231,25 +213,18 @@ impl Access {
             }
             None => Vec::new(),
         };
-        let req =
-            builder
-                .body(kube::client::Body::from(bytes))
-                .map_err(|e| ApiError::Transport {
-                    verb,
-                    target: target.to_string(),
-                    message: format!("cannot build request: {e}"),
-                })?;
+        let req = builder.body(kube::client::Body::from(bytes)).map_err(|e| ApiError::Transport {
+            verb,
+            target: target.to_string(),
+            message: format!("cannot build request: {e}"),
+        })?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fut = async {
-            let res = self
-                .client
-                .send(req)
-                .await
-                .map_err(|e| ApiError::Transport {
-                    verb,
-                    target: target.to_string(),
-                    message: transport_message(&e),
-                })?;
+            let res = self.client.send(req).await.map_err(|e| ApiError::Transport {
+                verb,
+                target: target.to_string(),
+                message: transport_message(&e),
+            })?;
             let status = res.status();
             let retry_after = res
                 .headers()
@@ -257,24 +232,16 @@ impl Access {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ApiError::Transport {
-                    verb,
-                    target: target.to_string(),
-                    message: format!("reading response: {e}"),
-                })?;
+            let body = res.into_body().collect().await.map_err(|e| ApiError::Transport {
+                verb,
+                target: target.to_string(),
+                message: format!("reading response: {e}"),
+            })?;
             Ok::<_, ApiError>((status, retry_after, body.to_bytes()))
         };
         let (status, retry_after, body) = tokio::time::timeout(self.request_timeout, fut)
             .await
-            .map_err(|_| ApiError::Timeout {
-            verb,
-            target: target.to_string(),
-            timeout: self.request_timeout,
-        })??;
+            .map_err(|_| ApiError::Timeout { verb, target: target.to_string(), timeout: self.request_timeout })??;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
                 verb,
@@ -287,10 +254,7 @@ impl Access {
 
     /// GET an object as JSON; `Ok(None)` on 404.
     pub async fn get(&self, target: &str, path: &str) -> Result<Option<Value>, ApiError> {
-        match self
-            .request(Verb::Get, target, Method::GET, path, None)
-            .await
-        {
+        match self.request(Verb::Get, target, Method::GET, path, None).await {
             Ok(v) => Ok(Some(v)),
             Err(ApiError::Status { code: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -315,14 +279,7 @@ impl Access {
             target: target.to_string(),
             message: e.to_string(),
         })?;
-        self.request(
-            Verb::Patch,
-            target,
-            Method::PATCH,
-            &uri,
-            Some(("application/json-patch+json", body)),
-        )
-        .await
+        self.request(Verb::Patch, target, Method::PATCH, &uri, Some(("application/json-patch+json", body))).await
     }
 
     /// A JSON merge patch (for status/ConfigMap writes that need no test operations).
@@ -339,14 +296,7 @@ impl Access {
             target: target.to_string(),
             message: e.to_string(),
         })?;
-        self.request(
-            Verb::Patch,
-            target,
-            Method::PATCH,
-            &uri,
-            Some(("application/merge-patch+json", body)),
-        )
-        .await
+        self.request(Verb::Patch, target, Method::PATCH, &uri, Some(("application/merge-patch+json", body))).await
     }
 
     /// POST an object to a collection path.
@@ -367,22 +317,11 @@ impl Access {
             target: target.to_string(),
             message: e.to_string(),
         })?;
-        self.request(
-            Verb::Create,
-            target,
-            Method::POST,
-            &uri,
-            Some(("application/json", body)),
-        )
-        .await
+        self.request(Verb::Create, target, Method::POST, &uri, Some(("application/json", body))).await
     }
 
     /// Resolve a kind through discovery; `Ok(None)` when the server does not serve it.
-    pub async fn resolve(
-        &self,
-        api_version: &str,
-        kind: &str,
-    ) -> Result<Option<Resolved>, ApiError> {
+    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<Option<Resolved>, ApiError> {
         let list = {
             let cached = self.discovery.lock().await.get(api_version).cloned();
             match cached {
@@ -393,58 +332,33 @@ impl Access {
                     } else {
                         format!("/api/{api_version}")
                     };
-                    let v = match self
-                        .request(Verb::Discover, &path, Method::GET, &path, None)
-                        .await
-                    {
+                    let v = match self.request(Verb::Discover, &path, Method::GET, &path, None).await {
                         Ok(v) => v,
                         Err(ApiError::Status { code: 404, .. }) => Value::Null,
                         Err(e) => return Err(e),
                     };
                     let v = Arc::new(v);
-                    self.discovery
-                        .lock()
-                        .await
-                        .insert(api_version.to_string(), v.clone());
+                    self.discovery.lock().await.insert(api_version.to_string(), v.clone());
                     v
                 }
             }
         };
-        let found = list
-            .get("resources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|r| {
-                r.get("kind").and_then(Value::as_str) == Some(kind)
-                    && r.get("name")
-                        .and_then(Value::as_str)
-                        .is_some_and(|n| !n.contains('/'))
-            });
+        let found = list.get("resources").and_then(Value::as_array).into_iter().flatten().find(|r| {
+            r.get("kind").and_then(Value::as_str) == Some(kind)
+                && r.get("name").and_then(Value::as_str).is_some_and(|n| !n.contains('/'))
+        });
         Ok(found.and_then(|r| {
             Some(Resolved {
                 plural: r.get("name")?.as_str()?.to_string(),
-                namespaced: r
-                    .get("namespaced")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                namespaced: r.get("namespaced").and_then(Value::as_bool).unwrap_or(false),
             })
         }))
     }
 }
 
 /// The URL path for a resource collection or object.
-pub fn object_path(
-    api_version: &str,
-    plural: &str,
-    namespace: Option<&str>,
-    name: Option<&str>,
-) -> String {
-    let mut p = if api_version.contains('/') {
-        format!("/apis/{api_version}")
-    } else {
-        format!("/api/{api_version}")
-    };
+pub fn object_path(api_version: &str, plural: &str, namespace: Option<&str>, name: Option<&str>) -> String {
+    let mut p = if api_version.contains('/') { format!("/apis/{api_version}") } else { format!("/api/{api_version}") };
     if let Some(ns) = namespace {
         p.push_str("/namespaces/");
         p.push_str(ns);
@@ -463,21 +377,9 @@ pub fn configmap_path(namespace: &str, name: &str) -> String {
     object_path("v1", "configmaps", Some(namespace), Some(name))
 }
 
-fn status_error(
-    verb: Verb,
-    target: &str,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> ApiError {
+fn status_error(verb: Verb, target: &str, status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ApiError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let get = |k: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let get = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
     let retry_after = retry_after.or_else(|| {
         parsed
             .as_ref()
@@ -488,18 +390,13 @@ fn status_error(
     let message = get("message").unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let t = text.trim();
-        if t.is_empty() {
-            status.canonical_reason().unwrap_or("").to_string()
-        } else {
-            t.chars().take(300).collect()
-        }
+        if t.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { t.chars().take(300).collect() }
     });
     ApiError::Status {
         verb,
         target: target.to_string(),
         code: status.as_u16(),
-        reason: get("reason")
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string()),
+        reason: get("reason").unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string()),
         message,
         retry_after,
     }
@@ -523,9 +420,7 @@ fn transport_message(e: &kube::Error) -> String {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -538,42 +433,22 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(
-            object_path(
-                "management.cattle.io/v3",
-                "managedcharts",
-                Some("fleet-local"),
-                Some("harvester")
-            ),
+            object_path("management.cattle.io/v3", "managedcharts", Some("fleet-local"), Some("harvester")),
             "/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/harvester"
         );
-        assert_eq!(
-            object_path("v1", "nodes", None, Some("n1")),
-            "/api/v1/nodes/n1"
-        );
+        assert_eq!(object_path("v1", "nodes", None, Some("n1")), "/api/v1/nodes/n1");
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
     }
 
     #[test]
     fn status_errors_keep_retry_after() {
-        let body = br#"{"kind":"Status","reason":"TooManyRequests","message":"slow down","details":{"retryAfterSeconds":3}}"#;
+        let body =
+            br#"{"kind":"Status","reason":"TooManyRequests","message":"slow down","details":{"retryAfterSeconds":3}}"#;
         let e = status_error(Verb::Patch, "x", StatusCode::TOO_MANY_REQUESTS, None, body);
-        let ApiError::Status {
-            retry_after,
-            reason,
-            ..
-        } = &e
-        else {
-            panic!()
-        };
+        let ApiError::Status { retry_after, reason, .. } = &e else { panic!() };
         assert_eq!(*retry_after, Some(Duration::from_secs(3)));
         assert_eq!(reason, "TooManyRequests");
-        let e = status_error(
-            Verb::Get,
-            "x",
-            StatusCode::BAD_GATEWAY,
-            Some(Duration::from_secs(1)),
-            b"upstream down",
-        );
+        let e = status_error(Verb::Get, "x", StatusCode::BAD_GATEWAY, Some(Duration::from_secs(1)), b"upstream down");
         assert!(e.to_string().contains("upstream down"));
     }
 }

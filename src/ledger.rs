@@ -110,15 +110,10 @@ impl std::fmt::Display for LedgerRef {
 impl std::str::FromStr for LedgerRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (ns, name) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
+        let (ns, name) = s.split_once('/').ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
         check_label(ns)?;
         check_subdomain(name)?;
-        Ok(LedgerRef {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        })
+        Ok(LedgerRef { namespace: ns.to_string(), name: name.to_string() })
     }
 }
 
@@ -148,10 +143,7 @@ pub enum LedgerError {
 
 impl LedgerError {
     fn one(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid(vec![Issue {
-            location: location.into(),
-            message: message.into(),
-        }])
+        Self::Invalid(vec![Issue { location: location.into(), message: message.into() }])
     }
 
     /// The individual problems.
@@ -201,14 +193,7 @@ pub fn parse_configmap_data(data: &BTreeMap<String, String>) -> Result<Ledger, L
     let known: &[&str] = if has_full {
         &[LEDGER_KEY, STATUS_KEY]
     } else {
-        &[
-            CHARTS_KEY,
-            NAMESPACE_KEY,
-            UPGRADE_KEY,
-            PAUSED_AT_KEY,
-            OWNERSHIP_KEY,
-            STATUS_KEY,
-        ]
+        &[CHARTS_KEY, NAMESPACE_KEY, UPGRADE_KEY, PAUSED_AT_KEY, OWNERSHIP_KEY, STATUS_KEY]
     };
     for key in data.keys() {
         if !known.contains(&key.as_str()) {
@@ -219,10 +204,7 @@ pub fn parse_configmap_data(data: &BTreeMap<String, String>) -> Result<Ledger, L
             };
             issues.push(Issue {
                 location: format!("key {key}"),
-                message: format!(
-                    "unknown data key{hint}; expected one of {}",
-                    known.join(", ")
-                ),
+                message: format!("unknown data key{hint}; expected one of {}", known.join(", ")),
             });
         }
     }
@@ -239,9 +221,7 @@ pub fn parse_configmap_data(data: &BTreeMap<String, String>) -> Result<Ledger, L
     } else {
         Err(LedgerError::one(
             "data",
-            format!(
-                "no recorded set: expected key {LEDGER_KEY} (full form) or {CHARTS_KEY} (minimal form)"
-            ),
+            format!("no recorded set: expected key {LEDGER_KEY} (full form) or {CHARTS_KEY} (minimal form)"),
         ))
     };
     match result {
@@ -269,29 +249,17 @@ pub fn parse_file(text: &str) -> Result<Ledger, LedgerError> {
     // form has `charts:` (its keys are the ConfigMap's data keys).
     let probe: Result<Probe, _> = serde_saphyr::from_str(text);
     match probe {
-        Ok(Probe {
-            kind: None,
-            charts: Some(_),
-            ..
-        }) => match serde_saphyr::from_str::<BTreeMap<String, String>>(text) {
+        Ok(Probe { kind: None, charts: Some(_), .. }) => match serde_saphyr::from_str::<BTreeMap<String, String>>(text)
+        {
             Ok(data) => parse_configmap_data(&data),
-            Err(e) => Err(LedgerError::one(
-                "minimal form",
-                strip_location_prefix(&e.to_string()),
-            )),
+            Err(e) => Err(LedgerError::one("minimal form", strip_location_prefix(&e.to_string()))),
         },
-        Ok(Probe {
-            kind: Some(kind),
-            data,
-            ..
-        }) if kind == "ConfigMap" => parse_configmap_data(&data.unwrap_or_default()),
-        Ok(Probe {
-            kind: Some(kind), ..
-        }) => Err(LedgerError::one(
+        Ok(Probe { kind: Some(kind), data, .. }) if kind == "ConfigMap" => {
+            parse_configmap_data(&data.unwrap_or_default())
+        }
+        Ok(Probe { kind: Some(kind), .. }) => Err(LedgerError::one(
             "kind",
-            format!(
-                "expected a ConfigMap manifest or a {LEDGER_KEY} document, found kind {kind:?}"
-            ),
+            format!("expected a ConfigMap manifest or a {LEDGER_KEY} document, found kind {kind:?}"),
         )),
         _ => parse_full(text),
     }
@@ -312,33 +280,17 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
     if raw.version != FORMAT_VERSION {
         issues.push(Issue {
             location: format!("{LEDGER_KEY} version"),
-            message: format!(
-                "unknown version {:?}; this build reads {FORMAT_VERSION:?}",
-                raw.version
-            ),
+            message: format!("unknown version {:?}; this build reads {FORMAT_VERSION:?}", raw.version),
         });
     }
     check_upgrade_id(&raw.upgrade, &format!("{LEDGER_KEY} upgrade"), &mut issues);
-    let paused_at = parse_time(
-        &raw.paused_at,
-        &format!("{LEDGER_KEY} pausedAt"),
-        &mut issues,
-    );
-    let field_manager = raw
-        .field_manager
-        .unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
+    let paused_at = parse_time(&raw.paused_at, &format!("{LEDGER_KEY} pausedAt"), &mut issues);
+    let field_manager = raw.field_manager.unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
     if field_manager.is_empty() || field_manager.len() > 128 {
-        issues.push(Issue {
-            location: format!("{LEDGER_KEY} fieldManager"),
-            message: "must be 1-128 characters".into(),
-        });
+        issues
+            .push(Issue { location: format!("{LEDGER_KEY} fieldManager"), message: "must be 1-128 characters".into() });
     }
-    if raw.entries.is_empty() {
-        issues.push(Issue {
-            location: format!("{LEDGER_KEY} entries"),
-            message: "is empty; a ledger with nothing to restore must not be written".into(),
-        });
-    }
+    // An empty `entries` is valid: a record run that found everything paused before the upgrade.
     let mut entries = Vec::new();
     for (i, e) in raw.entries.into_iter().enumerate() {
         let line = e.defined.line();
@@ -377,21 +329,14 @@ fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError>
     if let Some(ns) = &namespace
         && let Err(m) = check_label(ns)
     {
-        issues.push(Issue {
-            location: format!("key {NAMESPACE_KEY}"),
-            message: m,
-        });
+        issues.push(Issue { location: format!("key {NAMESPACE_KEY}"), message: m });
     }
-    let upgrade = data
-        .get(UPGRADE_KEY)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let upgrade = data.get(UPGRADE_KEY).map(|s| s.trim().to_string()).unwrap_or_default();
     if data.contains_key(UPGRADE_KEY) {
         check_upgrade_id(&upgrade, &format!("key {UPGRADE_KEY}"), &mut issues);
     }
-    let paused_at = data
-        .get(PAUSED_AT_KEY)
-        .and_then(|s| parse_time(s.trim(), &format!("key {PAUSED_AT_KEY}"), &mut issues));
+    let paused_at =
+        data.get(PAUSED_AT_KEY).and_then(|s| parse_time(s.trim(), &format!("key {PAUSED_AT_KEY}"), &mut issues));
     let ownership = match data.get(OWNERSHIP_KEY).map(|s| s.trim()) {
         None | Some("unmarked") => Ownership::Unmarked,
         Some("marked") => Ownership::Marked,
@@ -411,11 +356,7 @@ fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError>
     }
     let charts = &data[CHARTS_KEY];
     let mut entries = Vec::new();
-    for (i, token) in charts
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|t| !t.is_empty())
-        .enumerate()
-    {
+    for (i, token) in charts.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).enumerate() {
         let loc = format!("key {CHARTS_KEY}, item {} ({token:?})", i + 1);
         let (ns, name) = match token.split_once('/') {
             Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
@@ -424,46 +365,28 @@ fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError>
                 None => {
                     issues.push(Issue {
                         location: loc,
-                        message: format!(
-                            "no namespace: write NAMESPACE/NAME or set the {NAMESPACE_KEY} key"
-                        ),
+                        message: format!("no namespace: write NAMESPACE/NAME or set the {NAMESPACE_KEY} key"),
                     });
                     continue;
                 }
             },
         };
-        let raw = RawEntry {
-            api_version: None,
-            kind: None,
-            namespace: ns,
-            name,
-            field: None,
-            order: None,
-        };
+        let raw = RawEntry { api_version: None, kind: None, namespace: ns, name, field: None, order: None };
         if let Some(e) = validate_entry(raw, &loc, None, &mut issues) {
             entries.push(e);
         }
     }
     if entries.is_empty() && issues.is_empty() {
-        issues.push(Issue {
-            location: format!("key {CHARTS_KEY}"),
-            message: "lists no charts".into(),
-        });
+        issues.push(Issue { location: format!("key {CHARTS_KEY}"), message: "lists no charts".into() });
     }
     check_duplicates(&entries, &mut issues);
     if !issues.is_empty() {
         return Err(LedgerError::Invalid(issues));
     }
-    let parts: Vec<(&str, &str)> = [
-        CHARTS_KEY,
-        NAMESPACE_KEY,
-        UPGRADE_KEY,
-        PAUSED_AT_KEY,
-        OWNERSHIP_KEY,
-    ]
-    .iter()
-    .filter_map(|k| data.get(*k).map(|v| (*k, v.as_str())))
-    .collect();
+    let parts: Vec<(&str, &str)> = [CHARTS_KEY, NAMESPACE_KEY, UPGRADE_KEY, PAUSED_AT_KEY, OWNERSHIP_KEY]
+        .iter()
+        .filter_map(|k| data.get(*k).map(|v| (*k, v.as_str())))
+        .collect();
     Ok(Ledger {
         upgrade,
         paused_at,
@@ -485,32 +408,16 @@ fn strip_location_prefix(msg: &str) -> String {
     }
 }
 
-fn validate_entry(
-    raw: RawEntry,
-    loc: &str,
-    line: Option<u64>,
-    issues: &mut Vec<Issue>,
-) -> Option<Entry> {
+fn validate_entry(raw: RawEntry, loc: &str, line: Option<u64>, issues: &mut Vec<Issue>) -> Option<Entry> {
     let before = issues.len();
-    let mut push = |m: String| {
-        issues.push(Issue {
-            location: loc.to_string(),
-            message: m,
-        })
-    };
-    let api_version = raw
-        .api_version
-        .unwrap_or_else(|| kinds::MANAGED_CHART_API_VERSION.to_string());
+    let mut push = |m: String| issues.push(Issue { location: loc.to_string(), message: m });
+    let api_version = raw.api_version.unwrap_or_else(|| kinds::MANAGED_CHART_API_VERSION.to_string());
     if let Err(m) = check_api_version(&api_version) {
         push(m);
     }
-    let kind = raw
-        .kind
-        .unwrap_or_else(|| kinds::MANAGED_CHART_KIND.to_string());
+    let kind = raw.kind.unwrap_or_else(|| kinds::MANAGED_CHART_KIND.to_string());
     if !is_kind(&kind) {
-        push(format!(
-            "kind {kind:?} is not a valid kind (PascalCase letters and digits)"
-        ));
+        push(format!("kind {kind:?} is not a valid kind (PascalCase letters and digits)"));
     }
     if let Some(ns) = &raw.namespace
         && let Err(m) = check_label(ns)
@@ -520,15 +427,8 @@ fn validate_entry(
     if let Err(m) = check_subdomain(&raw.name) {
         push(format!("name: {m}"));
     }
-    let object = ObjectRef {
-        api_version,
-        kind,
-        namespace: raw.namespace,
-        name: raw.name,
-    };
-    let field_text = raw
-        .field
-        .unwrap_or_else(|| kinds::default_field(object.group(), &object.kind).to_string());
+    let object = ObjectRef { api_version, kind, namespace: raw.namespace, name: raw.name };
+    let field_text = raw.field.unwrap_or_else(|| kinds::default_field(object.group(), &object.kind).to_string());
     let field = match FieldPath::parse(&field_text) {
         Ok(f) => Some(f),
         Err(m) => {
@@ -537,22 +437,11 @@ fn validate_entry(
         }
     };
     // Rancher's convention: a chart named *-crd installs the CRDs the other charts use.
-    let order = raw.order.unwrap_or(
-        if object.is_managed_chart() && object.name.ends_with("-crd") {
-            0
-        } else {
-            1
-        },
-    );
+    let order = raw.order.unwrap_or(if object.is_managed_chart() && object.name.ends_with("-crd") { 0 } else { 1 });
     if issues.len() != before {
         return None;
     }
-    Some(Entry {
-        object,
-        field: field?,
-        order,
-        line,
-    })
+    Some(Entry { object, field: field?, order, line })
 }
 
 fn check_duplicates(entries: &[Entry], issues: &mut Vec<Issue>) {
@@ -561,16 +450,8 @@ fn check_duplicates(entries: &[Entry], issues: &mut Vec<Issue>) {
         if let Some(first) = seen.get(&e.object.identity()) {
             let at = |e: &Entry| e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
             issues.push(Issue {
-                location: e
-                    .line
-                    .map(|l| format!("{LEDGER_KEY} line {l}"))
-                    .unwrap_or_else(|| CHARTS_KEY.into()),
-                message: format!(
-                    "duplicate entry for {}{}; first listed{}",
-                    e.object,
-                    at(e),
-                    at(first)
-                ),
+                location: e.line.map(|l| format!("{LEDGER_KEY} line {l}")).unwrap_or_else(|| CHARTS_KEY.into()),
+                message: format!("duplicate entry for {}{}; first listed{}", e.object, at(e), at(first)),
             });
         } else {
             seen.insert(e.object.identity(), e);
@@ -580,17 +461,11 @@ fn check_duplicates(entries: &[Entry], issues: &mut Vec<Issue>) {
 
 fn check_upgrade_id(id: &str, loc: &str, issues: &mut Vec<Issue>) {
     // The id is stored in an annotation value and in Event messages: keep it printable and short.
-    let ok = !id.is_empty()
-        && id.len() <= 253
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c));
+    let ok = !id.is_empty() && id.len() <= 253 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c));
     if !ok {
         issues.push(Issue {
             location: loc.to_string(),
-            message: format!(
-                "upgrade id {id:?} must be 1-253 characters of letters, digits and -._:/"
-            ),
+            message: format!("upgrade id {id:?} must be 1-253 characters of letters, digits and -._:/"),
         });
     }
 }
@@ -612,16 +487,13 @@ fn parse_time(s: &str, loc: &str, issues: &mut Vec<Issue>) -> Option<Timestamp> 
 pub fn check_label(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not a valid DNS-1123 label (lowercase letters, digits, '-', at most 63)"
-        ))
+        Err(format!("{s:?} is not a valid DNS-1123 label (lowercase letters, digits, '-', at most 63)"))
     }
 }
 
@@ -631,9 +503,7 @@ pub fn check_subdomain(s: &str) -> Result<(), String> {
         && s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         });
@@ -658,8 +528,7 @@ fn check_api_version(s: &str) -> Result<(), String> {
         digits > 0
             && (tail.is_empty()
                 || ["alpha", "beta"].iter().any(|p| {
-                    tail.strip_prefix(p)
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    tail.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 }))
     };
     let group_ok = group.is_none_or(|g| {
@@ -672,9 +541,7 @@ fn check_api_version(s: &str) -> Result<(), String> {
     if version_ok && group_ok {
         Ok(())
     } else {
-        Err(format!(
-            "apiVersion {s:?} is not GROUP/VERSION (or v1), e.g. management.cattle.io/v3"
-        ))
+        Err(format!("apiVersion {s:?} is not GROUP/VERSION (or v1), e.g. management.cattle.io/v3"))
     }
 }
 
@@ -701,10 +568,7 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     const FULL: &str = "version: pause-ledger/v1
@@ -740,10 +604,7 @@ entries:
     #[test]
     fn minimal_form() {
         let l = parse_configmap_data(&data(&[
-            (
-                CHARTS_KEY,
-                "harvester harvester-crd,\nother-ns/rancher-logging-crd",
-            ),
+            (CHARTS_KEY, "harvester harvester-crd,\nother-ns/rancher-logging-crd"),
             (NAMESPACE_KEY, "fleet-local"),
         ]))
         .unwrap();
@@ -763,46 +624,25 @@ entries:
     #[test]
     fn rejects_with_locations() {
         let bad_yaml = invalid(data(&[(LEDGER_KEY, "version: [\n")]));
-        assert!(
-            bad_yaml[0].location.starts_with("ledger.yaml"),
-            "{bad_yaml:?}"
-        );
+        assert!(bad_yaml[0].location.starts_with("ledger.yaml"), "{bad_yaml:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("pause-ledger/v1", "pause-ledger/v9"),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("pause-ledger/v1", "pause-ledger/v9"))]));
         assert!(v[0].message.contains("unknown version"), "{v:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("name: harvester\n", "name: Harvester_X\n"),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("name: harvester\n", "name: Harvester_X\n"))]));
         assert!(v[0].location.contains("line 5"), "{v:?}");
         assert!(v[0].message.contains("Harvester_X"), "{v:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("order: 5", "order: five"),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("order: 5", "order: five"))]));
         assert!(v[0].location.contains("line"), "{v:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("name: harvester-crd", "name: harvester"),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("name: harvester-crd", "name: harvester"))]));
         assert!(v[0].message.contains("duplicate"), "{v:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("    order: 5\n", "    colour: red\n"),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("    order: 5\n", "    colour: red\n"))]));
         assert!(v[0].message.contains("colour"), "{v:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("upgrade: hvst-upgrade-abcde\n", ""),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("upgrade: hvst-upgrade-abcde\n", ""))]));
         assert!(v[0].message.contains("upgrade"), "{v:?}");
 
         let v = invalid(data(&[(CHARTS_KEY, "harvester")]));
@@ -814,10 +654,7 @@ entries:
         let v = invalid(data(&[]));
         assert!(v[0].message.contains("no recorded set"), "{v:?}");
 
-        let v = invalid(data(&[(
-            LEDGER_KEY,
-            &FULL.replace("kind: CronJob", "kind: cron-job"),
-        )]));
+        let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("kind: CronJob", "kind: cron-job"))]));
         assert!(v[0].message.contains("kind"), "{v:?}");
     }
 
@@ -839,9 +676,6 @@ entries:
         assert_eq!(parse_file(FULL).unwrap().entries.len(), 3);
         assert!(parse_file("kind: Secret\n").is_err());
         assert_eq!(parse_file("charts: a/b c/d\n").unwrap().entries.len(), 2);
-        assert_eq!(
-            strip_location_prefix("error: line 9 column 12: invalid i32"),
-            "invalid i32"
-        );
+        assert_eq!(strip_location_prefix("error: line 9 column 12: invalid i32"), "invalid i32");
     }
 }

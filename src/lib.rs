@@ -7,13 +7,17 @@
 
 pub mod app;
 pub mod cli;
+pub mod events;
 pub mod exit;
 pub mod kinds;
 pub mod kube_access;
 pub mod ledger;
 pub mod ownership;
 pub mod plan;
+pub mod preset;
+pub mod record;
 pub mod report;
 pub mod restore;
 pub mod retry;
 pub mod status;
+pub mod verify;

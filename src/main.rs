@@ -17,11 +17,7 @@ fn main() -> ExitCode {
         eprintln!("pause-ledger: {e:#}");
         return ExitCode::from(Exit::Usage.code() as u8);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pause-ledger: cannot start the async runtime: {e}");
@@ -50,23 +46,14 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal());
     match cli.global.log_format {
         LogFormat::Plain => builder.with_target(false).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
     Ok(())
 }
 
 async fn access(cli: &Cli, request_timeout: std::time::Duration) -> anyhow::Result<Access> {
-    let opts = ClientOptions {
-        kubeconfig: cli.global.kubeconfig.clone(),
-        context: cli.global.context.clone(),
-    };
-    let client = build_client(&opts)
-        .await
-        .context("connecting to Kubernetes")?;
+    let opts = ClientOptions { kubeconfig: cli.global.kubeconfig.clone(), context: cli.global.context.clone() };
+    let client = build_client(&opts).await.context("connecting to Kubernetes")?;
     Ok(Access::new(client, request_timeout))
 }
 
@@ -80,9 +67,7 @@ fn watch_signals(cancel: CancellationToken) -> anyhow::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::warn!(
-            "{which} received: starting nothing new, settling in-flight requests, writing status"
-        );
+        tracing::warn!("{which} received: starting nothing new, settling in-flight requests, writing status");
         cancel.cancel();
     });
     Ok(())
@@ -94,15 +79,24 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Restore(args) => {
             let cancel = CancellationToken::new();
             watch_signals(cancel.clone())?;
-            let access = access(&cli, args.request_timeout).await?;
+            let access = access(&cli, args.run.request_timeout).await?;
             Ok(pause_ledger::app::restore(args, access, cancel, plain).await)
         }
+        Command::Record(args) => {
+            let cancel = CancellationToken::new();
+            watch_signals(cancel.clone())?;
+            let access = access(&cli, args.run.request_timeout).await?;
+            Ok(pause_ledger::app::record(args, access, cancel, plain).await)
+        }
+        Command::Rescue(args) => {
+            let cancel = CancellationToken::new();
+            watch_signals(cancel.clone())?;
+            let access = access(&cli, args.run.request_timeout).await?;
+            Ok(pause_ledger::app::rescue(args, access, cancel, plain).await)
+        }
         Command::Validate(args) => {
-            let access = if args.cluster {
-                Some(access(&cli, std::time::Duration::from_secs(10)).await?)
-            } else {
-                None
-            };
+            let access =
+                if args.cluster { Some(access(&cli, std::time::Duration::from_secs(10)).await?) } else { None };
             Ok(pause_ledger::app::validate(args, access).await)
         }
         Command::Status(args) => {

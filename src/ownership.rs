@@ -85,10 +85,7 @@ pub fn pause_state(obj: &Value, field: &FieldPath) -> Result<PauseState, String>
 
 /// Managers whose managedFields entry (for the main resource, not a subresource) owns `field`.
 fn field_owners(obj: &Value, field: &FieldPath) -> Vec<String> {
-    let Some(entries) = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-    else {
+    let Some(entries) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
         return Vec::new();
     };
     let mut owners = Vec::new();
@@ -112,10 +109,7 @@ fn field_owners(obj: &Value, field: &FieldPath) -> Vec<String> {
 
 /// JSON Pointer to the mark annotation (`/` in the key escaped per RFC 6901).
 fn mark_pointer() -> String {
-    format!(
-        "/metadata/annotations/{}",
-        MARK_ANNOTATION.replace('~', "~0").replace('/', "~1")
-    )
+    format!("/metadata/annotations/{}", MARK_ANNOTATION.replace('~', "~0").replace('/', "~1"))
 }
 
 /// Decide what to do with an object listed in the ledger.
@@ -138,15 +132,11 @@ pub fn decide(
     }
     match (ownership, state.mark.as_deref()) {
         (_, Some(other)) if !ours => {
-            return Decision::NotOurs {
-                reason: format!("paused by upgrade {other:?} (annotation {MARK_ANNOTATION})"),
-            };
+            return Decision::NotOurs { reason: format!("paused by upgrade {other:?} (annotation {MARK_ANNOTATION})") };
         }
         (Ownership::Marked, None) => {
             return Decision::NotOurs {
-                reason: format!(
-                    "paused, but without this upgrade's mark ({MARK_ANNOTATION}); paused by someone else"
-                ),
+                reason: format!("paused, but without this upgrade's mark ({MARK_ANNOTATION}); paused by someone else"),
             };
         }
         (Ownership::Marked, Some(_)) if !state.field_owners.iter().any(|m| m == field_manager) => {
@@ -169,15 +159,10 @@ pub fn decide(
         json!({"op": "replace", "path": field.pointer(), "value": false}),
     ];
     if state.mark.is_some() {
-        ops.insert(
-            2,
-            json!({"op": "test", "path": mark_pointer(), "value": upgrade}),
-        );
+        ops.insert(2, json!({"op": "test", "path": mark_pointer(), "value": upgrade}));
         ops.push(json!({"op": "remove", "path": mark_pointer()}));
     }
-    Decision::Restore {
-        patch: Value::Array(ops),
-    }
+    Decision::Restore { patch: Value::Array(ops) }
 }
 
 /// The pause side's patch: set the field to true and mark the object, conditional on the
@@ -187,13 +172,8 @@ pub fn pause_patch(obj: &Value, field: &FieldPath, upgrade: &str) -> Result<Opti
     if state.paused == Some(true) {
         return Ok(None);
     }
-    let mut ops = vec![
-        json!({"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}),
-    ];
-    if obj
-        .pointer("/metadata/annotations")
-        .is_none_or(Value::is_null)
-    {
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version})];
+    if obj.pointer("/metadata/annotations").is_none_or(Value::is_null) {
         ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
     }
     ops.push(json!({"op": "add", "path": mark_pointer(), "value": upgrade}));
@@ -213,17 +193,14 @@ pub fn pause_patch(obj: &Value, field: &FieldPath, upgrade: &str) -> Result<Opti
 
 /// The message kube-apiserver sends (422, reason Invalid, no causes) when a JSON Patch does not
 /// apply to the current object: a failed `test` included, whose own text it drops.
-pub const PATCH_NOT_APPLICABLE: &str =
-    "the server rejected our request due to an error in our request";
+pub const PATCH_NOT_APPLICABLE: &str = "the server rejected our request due to an error in our request";
 
 /// Whether a 422 message means a JSON Patch did not apply (a failed `test`: the object changed
 /// under us). Our patches are built from the object we read and start with a resourceVersion
 /// test, so against an unchanged object every operation applies; only a change makes them fail.
 pub fn is_failed_test(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m == PATCH_NOT_APPLICABLE
-        || m.contains("test failed")
-        || (m.contains("testing value") && m.contains("failed"))
+    m == PATCH_NOT_APPLICABLE || m.contains("test failed") || (m.contains("testing value") && m.contains("failed"))
 }
 
 #[cfg(test)]
@@ -260,24 +237,14 @@ mod tests {
 
     #[test]
     fn restores_own_pause_atomically() {
-        let d = decide_on(
-            &obj(Some(true), Some("up-1"), "pause-ledger"),
-            Ownership::Marked,
-        );
-        let Decision::Restore { patch } = d else {
-            panic!("{d:?}")
-        };
+        let d = decide_on(&obj(Some(true), Some("up-1"), "pause-ledger"), Ownership::Marked);
+        let Decision::Restore { patch } = d else { panic!("{d:?}") };
         let ops = patch.as_array().unwrap();
-        assert_eq!(
-            ops[0],
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
-        );
-        assert!(ops.iter().any(|o| o["op"] == "remove"
-            && o["path"] == "/metadata/annotations/pause-ledger.io~1paused-by"));
+        assert_eq!(ops[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"}));
         assert!(
-            ops.iter()
-                .any(|o| o["op"] == "replace" && o["value"] == false)
+            ops.iter().any(|o| o["op"] == "remove" && o["path"] == "/metadata/annotations/pause-ledger.io~1paused-by")
         );
+        assert!(ops.iter().any(|o| o["op"] == "replace" && o["value"] == false));
     }
 
     #[test]
@@ -287,36 +254,23 @@ mod tests {
             Decision::NotOurs { .. }
         ));
         assert!(matches!(
-            decide_on(
-                &obj(Some(true), Some("up-0"), "pause-ledger"),
-                Ownership::Marked
-            ),
+            decide_on(&obj(Some(true), Some("up-0"), "pause-ledger"), Ownership::Marked),
             Decision::NotOurs { .. }
         ));
         assert!(matches!(
-            decide_on(
-                &obj(Some(true), Some("up-0"), "pause-ledger"),
-                Ownership::Unmarked
-            ),
+            decide_on(&obj(Some(true), Some("up-0"), "pause-ledger"), Ownership::Unmarked),
             Decision::NotOurs { .. }
         ));
         // Re-paused by hand: mark left in place, but kubectl now owns the field.
-        let d = decide_on(
-            &obj(Some(true), Some("up-1"), "kubectl-patch"),
-            Ownership::Marked,
-        );
-        let Decision::NotOurs { reason } = d else {
-            panic!("{d:?}")
-        };
+        let d = decide_on(&obj(Some(true), Some("up-1"), "kubectl-patch"), Ownership::Marked);
+        let Decision::NotOurs { reason } = d else { panic!("{d:?}") };
         assert!(reason.contains("kubectl-patch"), "{reason}");
     }
 
     #[test]
     fn unmarked_falls_back_to_still_paused() {
         let d = decide_on(&obj(Some(true), None, "kubectl-patch"), Ownership::Unmarked);
-        let Decision::Restore { patch } = d else {
-            panic!("{d:?}")
-        };
+        let Decision::Restore { patch } = d else { panic!("{d:?}") };
         assert_eq!(patch.as_array().unwrap().len(), 3);
     }
 
@@ -326,10 +280,7 @@ mod tests {
             decide_on(&obj(Some(false), None, "x"), Ownership::Marked),
             Decision::AlreadyRunning { cleanup: None }
         );
-        assert_eq!(
-            decide_on(&obj(None, None, "x"), Ownership::Marked),
-            Decision::AlreadyRunning { cleanup: None }
-        );
+        assert_eq!(decide_on(&obj(None, None, "x"), Ownership::Marked), Decision::AlreadyRunning { cleanup: None });
         let d = decide_on(&obj(Some(false), Some("up-1"), "x"), Ownership::Marked);
         assert!(matches!(d, Decision::AlreadyRunning { cleanup: Some(_) }));
     }
@@ -347,18 +298,12 @@ mod tests {
         let p = pause_patch(&o, &field(), "up-1").unwrap().unwrap();
         let ops = p.as_array().unwrap();
         assert_eq!(ops.len(), 5, "{p}");
-        assert!(
-            pause_patch(&obj(Some(true), None, "x"), &field(), "up-1")
-                .unwrap()
-                .is_none()
-        );
+        assert!(pause_patch(&obj(Some(true), None, "x"), &field(), "up-1").unwrap().is_none());
     }
 
     #[test]
     fn failed_test_messages() {
-        assert!(is_failed_test(
-            "testing value /spec/paused failed: test failed"
-        ));
+        assert!(is_failed_test("testing value /spec/paused failed: test failed"));
         assert!(is_failed_test(PATCH_NOT_APPLICABLE));
         assert!(!is_failed_test("spec.paused: Invalid value: \"string\""));
     }

@@ -61,28 +61,15 @@ pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Resolved>) 
     let mut by_order: BTreeMap<i32, Vec<Step>> = BTreeMap::new();
     for e in entries {
         if let Some(r) = resolved.get(&(e.object.api_version.clone(), e.object.kind.clone())) {
-            by_order.entry(e.order).or_default().push(Step {
-                entry: e.clone(),
-                resolved: r.clone(),
-            });
+            by_order.entry(e.order).or_default().push(Step { entry: e.clone(), resolved: r.clone() });
         }
     }
-    Plan {
-        waves: by_order
-            .into_iter()
-            .map(|(order, steps)| Wave { order, steps })
-            .collect(),
-    }
+    Plan { waves: by_order.into_iter().map(|(order, steps)| Wave { order, steps }).collect() }
 }
 
 /// Resolve every kind the ledger names (one discovery request per group/version) and check
 /// each entry's scope. Any problem invalidates the whole ledger, before anything is written.
-pub async fn resolve(
-    access: &Access,
-    ledger: &Ledger,
-    policy: &Policy,
-    deadline: Instant,
-) -> Result<Plan, PlanError> {
+pub async fn resolve(access: &Access, ledger: &Ledger, policy: &Policy, deadline: Instant) -> Result<Plan, PlanError> {
     let mut resolved: HashMap<(String, String), Resolved> = HashMap::new();
     let mut issues = Vec::new();
     for e in &ledger.entries {
@@ -90,10 +77,7 @@ pub async fn resolve(
         if !resolved.contains_key(&key) {
             let budget = Budget::new(policy.max_attempts, deadline);
             let (av, kind) = (&e.object.api_version, &e.object.kind);
-            let r = with_retry(policy, &budget, &format!("discovery of {av}"), || {
-                access.resolve(av, kind)
-            })
-            .await?;
+            let r = with_retry(policy, &budget, &format!("discovery of {av}"), || access.resolve(av, kind)).await?;
             match r {
                 Some(r) => {
                     resolved.insert(key.clone(), r);
@@ -114,17 +98,11 @@ pub async fn resolve(
             match (r.namespaced, &e.object.namespace) {
                 (true, None) => issues.push(Issue {
                     location: location(e),
-                    message: format!(
-                        "{} is namespaced: the entry needs a namespace",
-                        e.object.kind
-                    ),
+                    message: format!("{} is namespaced: the entry needs a namespace", e.object.kind),
                 }),
                 (false, Some(_)) => issues.push(Issue {
                     location: location(e),
-                    message: format!(
-                        "{} is cluster-scoped: the entry must not have a namespace",
-                        e.object.kind
-                    ),
+                    message: format!("{} is cluster-scoped: the entry must not have a namespace", e.object.kind),
                 }),
                 _ => {}
             }

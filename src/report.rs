@@ -31,15 +31,16 @@ pub enum Outcome {
     Failed,
     /// Not attempted: terminated, deadline reached, or an earlier order failed.
     Skipped,
+    /// ManagedChart unpaused, but Rancher did not carry it into Bundle `mcc-<name>` in time.
+    NotPropagated,
+    /// Restored, then paused again by someone else within the settle window: left paused.
+    Repaused,
 }
 
 impl Outcome {
     /// Whether the entry needs no further run.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Outcome::Restored | Outcome::AlreadyRunning | Outcome::Gone | Outcome::NotOurs
-        )
+        matches!(self, Outcome::Restored | Outcome::AlreadyRunning | Outcome::Gone | Outcome::NotOurs)
     }
 
     /// The kebab-case name.
@@ -52,6 +53,8 @@ impl Outcome {
             Outcome::NotOurs => "not-ours",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
+            Outcome::NotPropagated => "not-propagated",
+            Outcome::Repaused => "repaused",
         }
     }
 }
@@ -74,6 +77,10 @@ pub enum Cause {
     Terminated,
     /// An earlier order had failures.
     Blocked,
+    /// Unpaused, but the change did not reach the Fleet Bundle.
+    NotPropagated,
+    /// `--wait-ready --fail-on-not-ready` and the object did not become ready.
+    NotReady,
     /// Anything else.
     Error,
 }
@@ -109,6 +116,49 @@ pub struct EntryReport {
     /// metadata.generation after our patch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// metadata.uid (for Events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// ManagedCharts: whether Rancher carried the unpause into Bundle `mcc-<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagated: Option<bool>,
+    /// With `--wait-ready`: Ready=True at observedGeneration ≥ our generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// The Ready condition's message when not ready or not propagated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_message: Option<String>,
+    /// Times it was found paused again in the settle window.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repaused: u32,
+}
+
+impl EntryReport {
+    /// A report for `object` with `outcome` and nothing else filled in.
+    pub fn new(object: ObjectRef, field: String, order: i32, outcome: Outcome) -> Self {
+        Self {
+            object,
+            field,
+            order,
+            outcome,
+            attempts: 0,
+            duration_ms: 0,
+            started_at: None,
+            error: None,
+            cause: None,
+            detail: None,
+            generation: None,
+            uid: None,
+            propagated: None,
+            ready: None,
+            ready_message: None,
+            repaused: 0,
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The whole run's report (`--output json`).
@@ -145,7 +195,10 @@ pub struct Report {
 pub fn exit_for(entries: &[EntryReport]) -> Exit {
     let causes: Vec<Cause> = entries
         .iter()
-        .filter(|e| matches!(e.outcome, Outcome::Failed | Outcome::Skipped))
+        .filter(|e| {
+            matches!(e.outcome, Outcome::Failed | Outcome::Skipped | Outcome::NotPropagated)
+                || e.cause == Some(Cause::NotReady)
+        })
         .map(|e| e.cause.unwrap_or(Cause::Error))
         .collect();
     if causes.is_empty() {
@@ -172,27 +225,14 @@ pub fn summarize(entries: &[EntryReport]) -> BTreeMap<Outcome, usize> {
 
 /// The one-line summary printed at the end of every run.
 pub fn summary_line(r: &Report) -> String {
-    let counts = r
-        .summary
-        .iter()
-        .map(|(o, n)| format!("{n} {o}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let counts = if counts.is_empty() {
-        "no entries".to_string()
-    } else {
-        counts
-    };
+    let counts = r.summary.iter().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ");
+    let counts = if counts.is_empty() { "no entries".to_string() } else { counts };
     format!(
         "pause-ledger: {} (exit {}): {counts}; ledger {} upgrade {}{} in {} ms, {} requests",
         r.result,
         r.exit_code,
         r.ledger,
-        if r.upgrade.is_empty() {
-            "-"
-        } else {
-            &r.upgrade
-        },
+        if r.upgrade.is_empty() { "-" } else { &r.upgrade },
         if r.dry_run { " [dry run]" } else { "" },
         r.duration_ms,
         r.requests
@@ -204,51 +244,22 @@ mod tests {
     use super::*;
 
     fn e(outcome: Outcome, cause: Option<Cause>) -> EntryReport {
-        EntryReport {
-            object: ObjectRef {
-                api_version: "v1".into(),
-                kind: "K".into(),
-                namespace: None,
-                name: "n".into(),
-            },
-            field: "spec.paused".into(),
-            order: 0,
-            outcome,
-            attempts: 1,
-            duration_ms: 0,
-            started_at: None,
-            error: None,
-            cause,
-            detail: None,
-            generation: None,
-        }
+        let object = ObjectRef { api_version: "v1".into(), kind: "K".into(), namespace: None, name: "n".into() };
+        EntryReport { cause, ..EntryReport::new(object, "spec.paused".into(), 0, outcome) }
     }
 
     #[test]
     fn exit_codes() {
         assert_eq!(
-            exit_for(&[
-                e(Outcome::Restored, None),
-                e(Outcome::NotOurs, None),
-                e(Outcome::Gone, None)
-            ]),
+            exit_for(&[e(Outcome::Restored, None), e(Outcome::NotOurs, None), e(Outcome::Gone, None)]),
             Exit::Success
         );
+        assert_eq!(exit_for(&[e(Outcome::Failed, Some(Cause::Error))]), Exit::PartialFailure);
         assert_eq!(
-            exit_for(&[e(Outcome::Failed, Some(Cause::Error))]),
-            Exit::PartialFailure
-        );
-        assert_eq!(
-            exit_for(&[
-                e(Outcome::Failed, Some(Cause::PermissionDenied)),
-                e(Outcome::Failed, None)
-            ]),
+            exit_for(&[e(Outcome::Failed, Some(Cause::PermissionDenied)), e(Outcome::Failed, None)]),
             Exit::PermissionDenied
         );
-        assert_eq!(
-            exit_for(&[e(Outcome::Skipped, Some(Cause::Deadline))]),
-            Exit::Deadline
-        );
+        assert_eq!(exit_for(&[e(Outcome::Skipped, Some(Cause::Deadline))]), Exit::Deadline);
         assert_eq!(
             exit_for(&[
                 e(Outcome::Skipped, Some(Cause::Terminated)),
@@ -269,10 +280,7 @@ mod tests {
             Outcome::Failed,
             Outcome::Skipped,
         ] {
-            assert_eq!(
-                serde_json::to_value(o).unwrap(),
-                serde_json::json!(o.as_str())
-            );
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
         }
     }
 }

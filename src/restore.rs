@@ -45,26 +45,16 @@ pub type Progress = Arc<dyn Fn(&EntryReport) + Send + Sync>;
 
 /// The restore engine.
 pub struct Engine {
-    access: Access,
-    opts: Options,
-    cancel: CancellationToken,
+    pub(crate) access: Access,
+    pub(crate) opts: Options,
+    pub(crate) cancel: CancellationToken,
     progress: Option<Progress>,
 }
 
 impl Engine {
     /// A new engine; `cancel` is triggered by SIGTERM/SIGINT.
-    pub fn new(
-        access: Access,
-        opts: Options,
-        cancel: CancellationToken,
-        progress: Option<Progress>,
-    ) -> Self {
-        Self {
-            access,
-            opts,
-            cancel,
-            progress,
-        }
+    pub fn new(access: Access, opts: Options, cancel: CancellationToken, progress: Option<Progress>) -> Self {
+        Self { access, opts, cancel, progress }
     }
 
     /// Run every wave; returns one report per planned entry, in plan order.
@@ -74,28 +64,19 @@ impl Engine {
         for wave in &plan.waves {
             if let Some(order) = blocked {
                 for s in &wave.steps {
-                    let r = skipped(
-                        &s.entry,
-                        Cause::Blocked,
-                        format!("not attempted: order {order} had failures"),
-                    );
+                    let r = skipped(&s.entry, Cause::Blocked, format!("not attempted: order {order} had failures"));
                     self.emit(&r);
                     out.push(r);
                 }
                 continue;
             }
-            tracing::debug!(
-                order = wave.order,
-                entries = wave.steps.len(),
-                "restoring wave"
-            );
+            tracing::debug!(order = wave.order, entries = wave.steps.len(), "restoring wave");
             // Unordered so one slow entry does not hold a slot; sorted back to ledger order.
-            let mut results: Vec<(usize, EntryReport)> =
-                futures::stream::iter(wave.steps.iter().enumerate())
-                    .map(|(i, s)| async move { (i, self.settle(s).await) })
-                    .buffer_unordered(self.opts.concurrency.max(1))
-                    .collect()
-                    .await;
+            let mut results: Vec<(usize, EntryReport)> = futures::stream::iter(wave.steps.iter().enumerate())
+                .map(|(i, s)| async move { (i, self.settle(s).await) })
+                .buffer_unordered(self.opts.concurrency.max(1))
+                .collect()
+                .await;
             results.sort_by_key(|(i, _)| *i);
             let results: Vec<EntryReport> = results.into_iter().map(|(_, r)| r).collect();
             if results.iter().any(|r| r.outcome == Outcome::Failed) {
@@ -121,11 +102,7 @@ impl Engine {
             return r;
         }
         if Instant::now() >= self.opts.deadline {
-            let r = skipped(
-                entry,
-                Cause::Deadline,
-                "not attempted: deadline reached".into(),
-            );
+            let r = skipped(entry, Cause::Deadline, "not attempted: deadline reached".into());
             self.emit(&r);
             return r;
         }
@@ -134,13 +111,7 @@ impl Engine {
         let budget = Budget::new(self.opts.policy.max_attempts, self.opts.deadline);
         let work = self.restore_one(step, &budget);
         tokio::pin!(work);
-        let Settled {
-            outcome,
-            error,
-            cause,
-            detail,
-            generation,
-        } = tokio::select! {
+        let Settled { outcome, error, cause, detail, generation, uid } = tokio::select! {
             r = &mut work => r,
             _ = self.cancel.cancelled() => {
                 match tokio::time::timeout(self.opts.grace, &mut work).await {
@@ -153,10 +124,6 @@ impl Engine {
             }
         };
         let r = EntryReport {
-            object: entry.object.clone(),
-            field: entry.field.to_string(),
-            order: entry.order,
-            outcome,
             attempts: budget.used(),
             duration_ms: started.elapsed().as_millis() as u64,
             started_at: Some(started_at),
@@ -164,6 +131,8 @@ impl Engine {
             cause,
             detail,
             generation,
+            uid,
+            ..EntryReport::new(entry.object.clone(), entry.field.to_string(), entry.order, outcome)
         };
         log_result(&r);
         self.emit(&r);
@@ -171,7 +140,7 @@ impl Engine {
     }
 
     /// get → decide → patch, again after a failed `test` while the budget lasts.
-    async fn restore_one(&self, step: &Step, budget: &Budget) -> Settled {
+    pub(crate) async fn restore_one(&self, step: &Step, budget: &Budget) -> Settled {
         let entry = &step.entry;
         let target = entry.object.to_string();
         let path = Access::path(&step.resolved, &entry.object);
@@ -179,66 +148,42 @@ impl Engine {
         // Set when a patch got no answer: the server may or may not have applied it.
         let ambiguous = AtomicBool::new(false);
         loop {
-            let got = with_retry(&o.policy, budget, &format!("get {target}"), || {
-                self.access.get(&target, &path)
-            })
-            .await;
+            let got = with_retry(&o.policy, budget, &format!("get {target}"), || self.access.get(&target, &path)).await;
             let obj: Value = match got {
                 Ok(Some(v)) => v,
                 Ok(None) => return Settled::new(Outcome::Gone).detail("object no longer exists"),
                 Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
             };
+            let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
             let state = match pause_state(&obj, &entry.field) {
                 Ok(s) => s,
-                Err(m) => return Settled::failed(m, Cause::Error),
+                Err(m) => return Settled::failed(m, Cause::Error).uid(uid),
             };
-            match decide(
-                &state,
-                &entry.field,
-                &o.upgrade,
-                o.ownership,
-                &o.field_manager,
-            ) {
+            match decide(&state, &entry.field, &o.upgrade, o.ownership, &o.field_manager) {
                 Decision::AlreadyRunning { cleanup } => {
                     if let (Some(p), false) = (cleanup, o.dry_run) {
                         // Best effort: a stale mark is harmless, the outcome stands either way.
-                        let _ = self
-                            .access
-                            .json_patch(&target, &path, &p, &o.field_manager, false)
-                            .await;
+                        let _ = self.access.json_patch(&target, &path, &p, &o.field_manager, false).await;
                     }
-                    let mut s = Settled::new(Outcome::AlreadyRunning);
+                    let mut s = Settled::new(Outcome::AlreadyRunning).uid(uid);
                     s.generation = state.generation;
                     // Our patch was applied but its answer lost: the field is ours and false now.
-                    if ambiguous.load(Ordering::Relaxed)
-                        && state.field_owners.iter().any(|m| m == &o.field_manager)
-                    {
+                    if ambiguous.load(Ordering::Relaxed) && state.field_owners.iter().any(|m| m == &o.field_manager) {
                         s.outcome = Outcome::Restored;
-                        s.detail = Some(
-                            "the answer to our patch was lost; the server had applied it".into(),
-                        );
+                        s.detail = Some("the answer to our patch was lost; the server had applied it".into());
                     }
                     return s;
                 }
                 Decision::NotOurs { reason } => {
-                    return Settled::new(Outcome::NotOurs).detail(reason);
+                    return Settled::new(Outcome::NotOurs).detail(reason).uid(uid);
                 }
                 Decision::Malformed { reason } => return Settled::failed(reason, Cause::Error),
                 Decision::Restore { patch } => {
                     let sent = with_retry(&o.policy, budget, &format!("patch {target}"), || {
-                        let sent = self.access.json_patch(
-                            &target,
-                            &path,
-                            &patch,
-                            &o.field_manager,
-                            o.dry_run,
-                        );
+                        let sent = self.access.json_patch(&target, &path, &patch, &o.field_manager, o.dry_run);
                         async {
                             let r = sent.await;
-                            if matches!(
-                                r,
-                                Err(ApiError::Transport { .. } | ApiError::Timeout { .. })
-                            ) {
+                            if matches!(r, Err(ApiError::Transport { .. } | ApiError::Timeout { .. })) {
                                 ambiguous.store(true, Ordering::Relaxed);
                             }
                             r
@@ -247,13 +192,9 @@ impl Engine {
                     .await;
                     match sent {
                         Ok(v) => {
-                            let mut s = Settled::new(if o.dry_run {
-                                Outcome::WouldRestore
-                            } else {
-                                Outcome::Restored
-                            });
-                            s.generation =
-                                v.pointer("/metadata/generation").and_then(Value::as_i64);
+                            let outcome = if o.dry_run { Outcome::WouldRestore } else { Outcome::Restored };
+                            let mut s = Settled::new(outcome).uid(uid);
+                            s.generation = v.pointer("/metadata/generation").and_then(Value::as_i64);
                             return s;
                         }
                         Err(e) if classify(&e) == ErrorClass::TestFailed => {
@@ -269,7 +210,7 @@ impl Engine {
                         Err(e) if classify(&e) == ErrorClass::NotFound => {
                             return Settled::new(Outcome::Gone).detail("deleted while restoring");
                         }
-                        Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
+                        Err(e) => return failure(entry, &step.resolved.plural, &e, budget).uid(uid),
                     }
                 }
             }
@@ -278,40 +219,31 @@ impl Engine {
 }
 
 /// How one entry settled (before timing is added).
-struct Settled {
-    outcome: Outcome,
-    error: Option<String>,
-    cause: Option<Cause>,
-    detail: Option<String>,
-    generation: Option<i64>,
+pub(crate) struct Settled {
+    pub(crate) outcome: Outcome,
+    pub(crate) error: Option<String>,
+    pub(crate) cause: Option<Cause>,
+    pub(crate) detail: Option<String>,
+    pub(crate) generation: Option<i64>,
+    pub(crate) uid: Option<String>,
 }
 
 impl Settled {
     fn new(outcome: Outcome) -> Self {
-        Self {
-            outcome,
-            error: None,
-            cause: None,
-            detail: None,
-            generation: None,
-        }
+        Self { outcome, error: None, cause: None, detail: None, generation: None, uid: None }
     }
 
     fn failed(error: impl Into<String>, cause: Cause) -> Self {
-        Self {
-            outcome: Outcome::Failed,
-            error: Some(error.into()),
-            cause: Some(cause),
-            detail: None,
-            generation: None,
-        }
+        Self { outcome: Outcome::Failed, error: Some(error.into()), cause: Some(cause), ..Self::new(Outcome::Failed) }
     }
 
     fn skipped(error: impl Into<String>, cause: Cause) -> Self {
-        Self {
-            outcome: Outcome::Skipped,
-            ..Self::failed(error, cause)
-        }
+        Self { outcome: Outcome::Skipped, ..Self::failed(error, cause) }
+    }
+
+    fn uid(mut self, uid: Option<String>) -> Self {
+        self.uid = uid;
+        self
     }
 
     fn detail(mut self, d: impl Into<String>) -> Self {
@@ -342,14 +274,10 @@ fn failure(entry: &Entry, plural: &str, e: &ApiError, budget: &Budget) -> Settle
         }
         _ if budget.expired() => (format!("deadline reached: {e}"), Cause::Deadline),
         // Budget left but no retry: the next delay would have crossed the deadline.
-        ErrorClass::Transient if !budget.exhausted() => (
-            format!("deadline reached after {} attempts: {e}", budget.used()),
-            Cause::Deadline,
-        ),
-        ErrorClass::Transient => (
-            format!("gave up after {} attempts: {e}", budget.used()),
-            Cause::Error,
-        ),
+        ErrorClass::Transient if !budget.exhausted() => {
+            (format!("deadline reached after {} attempts: {e}", budget.used()), Cause::Deadline)
+        }
+        ErrorClass::Transient => (format!("gave up after {} attempts: {e}", budget.used()), Cause::Error),
         _ => (e.to_string(), Cause::Error),
     };
     Settled::failed(msg, cause)
@@ -357,17 +285,9 @@ fn failure(entry: &Entry, plural: &str, e: &ApiError, budget: &Budget) -> Settle
 
 fn skipped(entry: &Entry, cause: Cause, why: String) -> EntryReport {
     EntryReport {
-        object: entry.object.clone(),
-        field: entry.field.to_string(),
-        order: entry.order,
-        outcome: Outcome::Skipped,
-        attempts: 0,
-        duration_ms: 0,
-        started_at: None,
         error: Some(why),
         cause: Some(cause),
-        detail: None,
-        generation: None,
+        ..EntryReport::new(entry.object.clone(), entry.field.to_string(), entry.order, Outcome::Skipped)
     }
 }
 

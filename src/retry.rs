@@ -34,12 +34,7 @@ pub fn classify(e: &ApiError) -> ErrorClass {
     match e {
         ApiError::Transport { .. } | ApiError::Timeout { .. } => ErrorClass::Transient,
         ApiError::Decode { .. } => ErrorClass::Permanent,
-        ApiError::Status {
-            code,
-            reason,
-            message,
-            ..
-        } => match *code {
+        ApiError::Status { code, reason, message, .. } => match *code {
             403 => ErrorClass::Forbidden,
             404 => ErrorClass::NotFound,
             409 if reason == "AlreadyExists" => ErrorClass::Permanent,
@@ -64,11 +59,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-            max_attempts: 10,
-        }
+        Self { min_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10), max_attempts: 10 }
     }
 }
 
@@ -83,20 +74,12 @@ pub struct Budget {
 impl Budget {
     /// A budget of `max` attempts ending at `deadline`.
     pub fn new(max: u32, deadline: Instant) -> Self {
-        Self {
-            deadline,
-            used: AtomicU32::new(0),
-            max: max.max(1),
-        }
+        Self { deadline, used: AtomicU32::new(0), max: max.max(1) }
     }
 
     /// Take one attempt; false when the budget is spent.
     pub fn take(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                (u < self.max).then_some(u + 1)
-            })
-            .is_ok()
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| (u < self.max).then_some(u + 1)).is_ok()
     }
 
     /// Attempts used so far.
@@ -136,12 +119,7 @@ impl<I: Iterator<Item = Duration>> Iterator for FullJitter<I> {
 
 /// Run `op` until it succeeds, fails permanently, the budget is spent or the next delay would
 /// pass the deadline. Each call of `op` takes one attempt from `budget` (the first included).
-pub async fn with_retry<T, F, Fut>(
-    policy: &Policy,
-    budget: &Budget,
-    what: &str,
-    mut op: F,
-) -> Result<T, ApiError>
+pub async fn with_retry<T, F, Fut>(policy: &Policy, budget: &Budget, what: &str, mut op: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
@@ -193,52 +171,20 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(
-            classify(&status(503, "ServiceUnavailable", "")),
-            ErrorClass::Transient
-        );
-        assert_eq!(
-            classify(&status(429, "TooManyRequests", "")),
-            ErrorClass::Transient
-        );
-        assert_eq!(
-            classify(&status(409, "Conflict", "")),
-            ErrorClass::Transient
-        );
-        assert_eq!(
-            classify(&status(409, "AlreadyExists", "")),
-            ErrorClass::Permanent
-        );
-        assert_eq!(
-            classify(&status(403, "Forbidden", "")),
-            ErrorClass::Forbidden
-        );
+        assert_eq!(classify(&status(503, "ServiceUnavailable", "")), ErrorClass::Transient);
+        assert_eq!(classify(&status(429, "TooManyRequests", "")), ErrorClass::Transient);
+        assert_eq!(classify(&status(409, "Conflict", "")), ErrorClass::Transient);
+        assert_eq!(classify(&status(409, "AlreadyExists", "")), ErrorClass::Permanent);
+        assert_eq!(classify(&status(403, "Forbidden", "")), ErrorClass::Forbidden);
         assert_eq!(classify(&status(404, "NotFound", "")), ErrorClass::NotFound);
         assert_eq!(
-            classify(&status(
-                422,
-                "",
-                "testing value /spec/paused failed: test failed"
-            )),
+            classify(&status(422, "", "testing value /spec/paused failed: test failed")),
             ErrorClass::TestFailed
         );
-        assert_eq!(
-            classify(&status(422, "Invalid", "spec.paused: Invalid value")),
-            ErrorClass::Permanent
-        );
-        assert_eq!(
-            classify(&status(400, "BadRequest", "")),
-            ErrorClass::Permanent
-        );
-        assert_eq!(
-            classify(&status(401, "Unauthorized", "")),
-            ErrorClass::Permanent
-        );
-        let t = ApiError::Transport {
-            verb: Verb::Get,
-            target: "t".into(),
-            message: "connection reset".into(),
-        };
+        assert_eq!(classify(&status(422, "Invalid", "spec.paused: Invalid value")), ErrorClass::Permanent);
+        assert_eq!(classify(&status(400, "BadRequest", "")), ErrorClass::Permanent);
+        assert_eq!(classify(&status(401, "Unauthorized", "")), ErrorClass::Permanent);
+        let t = ApiError::Transport { verb: Verb::Get, target: "t".into(), message: "connection reset".into() };
         assert_eq!(classify(&t), ErrorClass::Transient);
     }
 
@@ -297,10 +243,8 @@ mod tests {
     async fn stops_before_the_deadline() {
         let budget = Budget::new(1000, Instant::now() + Duration::from_secs(5));
         let start = Instant::now();
-        let r: Result<(), _> = with_retry(&Policy::default(), &budget, "op", || async {
-            Err(status(500, "InternalError", ""))
-        })
-        .await;
+        let r: Result<(), _> =
+            with_retry(&Policy::default(), &budget, "op", || async { Err(status(500, "InternalError", "")) }).await;
         assert!(r.is_err());
         assert!(start.elapsed() < Duration::from_secs(5));
     }

@@ -110,27 +110,15 @@ pub fn merge(
     exit_code: i32,
 ) -> StatusDoc {
     let prev = prev.filter(|p| p.ledger_digest == ledger.digest);
-    let mut by_obj: HashMap<ObjectRef, EntryStatus> = prev
-        .as_ref()
-        .map(|p| {
-            p.entries
-                .iter()
-                .map(|e| (e.object.clone(), e.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut by_obj: HashMap<ObjectRef, EntryStatus> =
+        prev.as_ref().map(|p| p.entries.iter().map(|e| (e.object.clone(), e.clone())).collect()).unwrap_or_default();
     let now = Timestamp::now();
     for r in results {
         let old = by_obj.remove(&r.object);
-        let restored_at = (r.outcome == Outcome::Restored)
-            .then_some(now)
-            .or(old.as_ref().and_then(|o| o.restored_at));
+        let restored_at = (r.outcome == Outcome::Restored).then_some(now).or(old.as_ref().and_then(|o| o.restored_at));
         // A concurrent or earlier run restored it; this run found it running: keep "restored".
-        let outcome = if r.outcome == Outcome::AlreadyRunning && restored_at.is_some() {
-            Outcome::Restored
-        } else {
-            r.outcome
-        };
+        let outcome =
+            if r.outcome == Outcome::AlreadyRunning && restored_at.is_some() { Outcome::Restored } else { r.outcome };
         let attempted = r.attempts > 0;
         by_obj.insert(
             r.object.clone(),
@@ -138,15 +126,8 @@ pub fn merge(
                 object: r.object.clone(),
                 outcome,
                 attempts: old.as_ref().map_or(0, |o| o.attempts) + r.attempts,
-                first_attempt_at: old
-                    .as_ref()
-                    .and_then(|o| o.first_attempt_at)
-                    .or(r.started_at),
-                last_attempt_at: if attempted {
-                    Some(now)
-                } else {
-                    old.as_ref().and_then(|o| o.last_attempt_at)
-                },
+                first_attempt_at: old.as_ref().and_then(|o| o.first_attempt_at).or(r.started_at),
+                last_attempt_at: if attempted { Some(now) } else { old.as_ref().and_then(|o| o.last_attempt_at) },
                 restored_at,
                 last_error: r.error.clone(),
                 detail: r.detail.clone(),
@@ -154,13 +135,8 @@ pub fn merge(
         );
     }
     // Keep ledger order.
-    let entries: Vec<EntryStatus> = ledger
-        .entries
-        .iter()
-        .filter_map(|e| by_obj.remove(&e.object))
-        .collect();
-    let done =
-        entries.len() == ledger.entries.len() && entries.iter().all(|e| e.outcome.is_final());
+    let entries: Vec<EntryStatus> = ledger.entries.iter().filter_map(|e| by_obj.remove(&e.object)).collect();
+    let done = entries.len() == ledger.entries.len() && entries.iter().all(|e| e.outcome.is_final());
     StatusDoc {
         version: STATUS_VERSION.to_string(),
         upgrade: ledger.upgrade.clone(),
@@ -211,20 +187,11 @@ pub async fn write(
     let path = configmap_path(&at.namespace, &at.name);
     let target = format!("ConfigMap {at}");
     loop {
-        let cm = with_retry(policy, budget, &format!("get {target}"), || {
-            access.get(&target, &path)
-        })
-        .await?
-        .ok_or(StatusError::Gone)?;
-        let rv = cm
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let prev = parse(
-            cm.pointer(&format!("/data/{STATUS_KEY}"))
-                .and_then(Value::as_str),
-        );
+        let cm = with_retry(policy, budget, &format!("get {target}"), || access.get(&target, &path))
+            .await?
+            .ok_or(StatusError::Gone)?;
+        let rv = cm.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+        let prev = parse(cm.pointer(&format!("/data/{STATUS_KEY}")).and_then(Value::as_str));
         let doc = merge(prev, ledger, run.results, run.started_at, run.exit_code);
         let text = serde_saphyr::to_string(&doc).map_err(|e| StatusError::Encode(e.to_string()))?;
         let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
@@ -234,13 +201,7 @@ pub async fn write(
         ops.push(json!({"op": "add", "path": format!("/data/{STATUS_KEY}"), "value": text}));
         let patch = Value::Array(ops);
         let sent = with_retry(policy, budget, &format!("patch {target}"), || {
-            access.json_patch(
-                &target,
-                &path,
-                &patch,
-                crate::ledger::DEFAULT_FIELD_MANAGER,
-                false,
-            )
+            access.json_patch(&target, &path, &patch, crate::ledger::DEFAULT_FIELD_MANAGER, false)
         })
         .await;
         match sent {

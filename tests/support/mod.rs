@@ -42,10 +42,7 @@ pub async fn create_chart(ns: &str, name: &str) -> DynamicObject {
     let ar = crds::managed_chart_resource();
     let mut obj = DynamicObject::new(name, &ar).within(ns);
     obj.data = json!({"spec": {"chart": name, "version": "1.0.0", "paused": false}});
-    charts(ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("create chart")
+    charts(ns).create(&PostParams::default(), &obj).await.expect("create chart")
 }
 
 /// Create many charts concurrently.
@@ -64,15 +61,10 @@ pub async fn pause_as_upgrade(ns: &str, name: &str, upgrade: &str) {
     let obj = api.get(name).await.expect("get chart");
     let value = serde_json::to_value(&obj).expect("json");
     let field = FieldPath::parse("spec.paused").expect("field");
-    let patch = pause_patch(&value, &field, upgrade)
-        .expect("pause patch")
-        .expect("not yet paused");
+    let patch = pause_patch(&value, &field, upgrade).expect("pause patch").expect("not yet paused");
     let access = pause_ledger::kube_access::Access::new(admin(), Duration::from_secs(10));
     let path = format!("/apis/management.cattle.io/v3/namespaces/{ns}/managedcharts/{name}");
-    access
-        .json_patch(name, &path, &patch, "pause-ledger", false)
-        .await
-        .expect("pause as upgrade");
+    access.json_patch(name, &path, &patch, "pause-ledger", false).await.expect("pause as upgrade");
 }
 
 /// Set `spec.paused` the way an administrator does with `kubectl patch --type merge`.
@@ -80,10 +72,7 @@ pub async fn set_paused_by_hand(ns: &str, name: &str, paused: bool) {
     charts(ns)
         .patch(
             name,
-            &PatchParams {
-                field_manager: Some("kubectl-patch".into()),
-                ..Default::default()
-            },
+            &PatchParams { field_manager: Some("kubectl-patch".into()), ..Default::default() },
             &Patch::Merge(json!({"spec": {"paused": paused}})),
         )
         .await
@@ -92,10 +81,7 @@ pub async fn set_paused_by_hand(ns: &str, name: &str, paused: bool) {
 
 /// Delete a chart.
 pub async fn delete_chart(ns: &str, name: &str) {
-    charts(ns)
-        .delete(name, &DeleteParams::default())
-        .await
-        .expect("delete");
+    charts(ns).delete(name, &DeleteParams::default()).await.expect("delete");
 }
 
 /// A chart as JSON.
@@ -105,11 +91,7 @@ pub async fn chart(ns: &str, name: &str) -> Value {
 
 /// `spec.paused` of a chart.
 pub async fn paused(ns: &str, name: &str) -> bool {
-    chart(ns, name)
-        .await
-        .pointer("/spec/paused")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    chart(ns, name).await.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// resourceVersions of charts, to prove nothing was written.
@@ -117,12 +99,7 @@ pub async fn versions(ns: &str, names: &[&str]) -> Vec<String> {
     let mut v = Vec::new();
     for n in names {
         v.push(
-            chart(ns, n)
-                .await
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            chart(ns, n).await.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string(),
         );
     }
     v
@@ -132,38 +109,23 @@ pub async fn versions(ns: &str, names: &[&str]) -> Vec<String> {
 pub async fn write_ledger(ns: &str, name: &str, data: &[(&str, &str)]) {
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin(), ns);
     let cm = k8s_openapi::api::core::v1::ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()),
         ..Default::default()
     };
     let _ = api.delete(name, &DeleteParams::default()).await;
-    api.create(&PostParams::default(), &cm)
-        .await
-        .expect("create ledger");
+    api.create(&PostParams::default(), &cm).await.expect("create ledger");
 }
 
 /// The ledger ConfigMap's data.
 pub async fn ledger_data(ns: &str, name: &str) -> BTreeMap<String, String> {
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin(), ns);
-    api.get(name)
-        .await
-        .expect("get ledger")
-        .data
-        .unwrap_or_default()
+    api.get(name).await.expect("get ledger").data.unwrap_or_default()
 }
 
 /// A full-form ledger document for ManagedCharts in `ns`.
 pub fn full_ledger(ns: &str, names: &[&str]) -> String {
-    let mut s = format!(
-        "version: pause-ledger/v1\nupgrade: {UPGRADE}\npausedAt: 2026-11-27T10:00:00Z\nentries:\n"
-    );
+    let mut s = format!("version: pause-ledger/v1\nupgrade: {UPGRADE}\npausedAt: 2026-11-27T10:00:00Z\nentries:\n");
     for n in names {
         s.push_str(&format!("  - namespace: {ns}\n    name: {n}\n"));
     }
@@ -188,14 +150,7 @@ impl std::fmt::Debug for Run {
                 return s.to_string();
             }
             let head: String = s.chars().take(1500).collect();
-            let tail: String = s
-                .chars()
-                .rev()
-                .take(2500)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail: String = s.chars().rev().take(2500).collect::<Vec<_>>().into_iter().rev().collect();
             format!("{head}\n[... {} bytes ...]\n{tail}", s.len() - 4000)
         }
         writeln!(f, "exit code {}", self.code)?;
@@ -207,8 +162,7 @@ impl std::fmt::Debug for Run {
 impl Run {
     /// stdout parsed as JSON (for `-o json`).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
     }
 
     /// Outcome per object name, from a JSON report.
@@ -217,12 +171,7 @@ impl Run {
             .as_array()
             .expect("entries")
             .iter()
-            .map(|e| {
-                (
-                    e["object"]["name"].as_str().unwrap().to_string(),
-                    e["outcome"].as_str().unwrap().to_string(),
-                )
-            })
+            .map(|e| (e["object"]["name"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
             .collect()
     }
 }
@@ -239,10 +188,7 @@ pub async fn run(args: &[&str]) -> Run {
 
 /// Run the binary with a given kubeconfig.
 pub async fn run_as(kubeconfig: &Path, args: &[&str]) -> Run {
-    let out = command(kubeconfig, args)
-        .output()
-        .await
-        .expect("run pause-ledger");
+    let out = command(kubeconfig, args).output().await.expect("run pause-ledger");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -257,6 +203,8 @@ pub fn command(kubeconfig: &Path, args: &[&str]) -> tokio::process::Command {
         .env_clear()
         .env("PAUSE_LEDGER_KUBECONFIG", kubeconfig)
         .env("PAUSE_LEDGER_PROGRESS", "never")
+        // No Rancher runs in most tests: Bundles never follow. Tests of propagation set it.
+        .env("PAUSE_LEDGER_PROPAGATION_WINDOW", "0s")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -266,25 +214,12 @@ pub fn command(kubeconfig: &Path, args: &[&str]) -> tokio::process::Command {
 
 /// A kubeconfig for a ServiceAccount given `rules` (Role in `ns`, bound to it).
 pub async fn service_account_with(ns: &str, sa: &str, rules: Value) -> PathBuf {
-    let path = cp()
-        .service_account_kubeconfig(ns, sa)
-        .await
-        .expect("sa kubeconfig");
-    let roles: Api<DynamicObject> = Api::namespaced_with(
-        admin(),
-        ns,
-        &ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&()),
-    );
-    let mut role = DynamicObject::new(
-        sa,
-        &ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&()),
-    )
-    .within(ns);
+    let path = cp().service_account_kubeconfig(ns, sa).await.expect("sa kubeconfig");
+    let roles: Api<DynamicObject> =
+        Api::namespaced_with(admin(), ns, &ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&()));
+    let mut role = DynamicObject::new(sa, &ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&())).within(ns);
     role.data = json!({"rules": rules});
-    roles
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
+    roles.create(&PostParams::default(), &role).await.expect("role");
     let rb_ar = ApiResource::erase::<k8s_openapi::api::rbac::v1::RoleBinding>(&());
     let bindings: Api<DynamicObject> = Api::namespaced_with(admin(), ns, &rb_ar);
     let mut rb = DynamicObject::new(sa, &rb_ar).within(ns);
@@ -292,10 +227,7 @@ pub async fn service_account_with(ns: &str, sa: &str, rules: Value) -> PathBuf {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
     });
-    bindings
-        .create(&PostParams::default(), &rb)
-        .await
-        .expect("rolebinding");
+    bindings.create(&PostParams::default(), &rb).await.expect("rolebinding");
     path
 }
 

@@ -1,0 +1,151 @@
+//! The commands, wired together: ledger → plan → patches → outcomes → status → report.
+//! Each returns the exit code; results go to stdout, logs to stderr.
+
+mod inspect;
+mod record;
+mod restore;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use inspect::{status, validate};
+pub use record::record;
+pub use restore::{rescue, restore};
+
+use crate::cli::{LedgerRef, Output, ProgressMode, RunArgs};
+use crate::exit::Exit;
+use crate::kube_access::{Access, ApiError, configmap_path};
+use crate::ledger;
+use crate::report::{self, EntryReport, Report};
+use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
+
+/// The ledger ConfigMap's recorded data, its status text and its uid. `Ok(None)`: absent.
+type LedgerData = (BTreeMap<String, String>, Option<String>, Option<String>);
+
+/// Read the ledger ConfigMap.
+async fn read_ledger_data(
+    access: &Access,
+    at: &LedgerRef,
+    policy: &Policy,
+    deadline: Instant,
+) -> Result<Option<LedgerData>, ApiError> {
+    let target = format!("ConfigMap {at}");
+    let path = configmap_path(&at.namespace, &at.name);
+    let budget = Budget::new(policy.max_attempts, deadline);
+    let cm = with_retry(policy, &budget, &format!("get {target}"), || access.get(&target, &path)).await?;
+    Ok(cm.map(|cm| {
+        let mut data: BTreeMap<String, String> = cm
+            .get("data")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default();
+        let status = data.remove(ledger::STATUS_KEY);
+        let uid = cm.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
+        (data, status, uid)
+    }))
+}
+
+fn exit_for_api(e: &ApiError, budget_expired: bool) -> Exit {
+    match classify(e) {
+        ErrorClass::Forbidden => Exit::PermissionDenied,
+        ErrorClass::Transient if budget_expired => Exit::Deadline,
+        _ => Exit::Error,
+    }
+}
+
+/// One writing run's clock, limits and output settings.
+struct Run<'a> {
+    args: &'a RunArgs,
+    access: Access,
+    cancel: CancellationToken,
+    plain_logs: bool,
+    started: Instant,
+    started_at: Timestamp,
+    /// The whole run's deadline.
+    deadline: Instant,
+    /// When entry work must stop, leaving time to write the status.
+    entries_deadline: Instant,
+    policy: Policy,
+}
+
+impl<'a> Run<'a> {
+    fn new(args: &'a RunArgs, access: Access, cancel: CancellationToken, plain_logs: bool) -> Self {
+        let started = Instant::now();
+        let deadline = started + args.timeout;
+        let reserve = (args.timeout / 10).min(Duration::from_secs(10));
+        Self {
+            args,
+            access,
+            cancel,
+            plain_logs,
+            started,
+            started_at: Timestamp::now(),
+            deadline,
+            entries_deadline: deadline - reserve,
+            policy: Policy { min_delay: args.min_delay, max_delay: args.max_delay, max_attempts: args.max_attempts },
+        }
+    }
+
+    /// Print the report and return the exit code.
+    fn finish(&self, exit: Exit, ledger: String, upgrade: String, entries: Vec<EntryReport>, message: String) -> Exit {
+        let r = Report {
+            version: report::REPORT_VERSION.to_string(),
+            ledger,
+            upgrade,
+            dry_run: self.args.dry_run,
+            result: exit.word().to_string(),
+            exit_code: exit.code(),
+            message,
+            started_at: self.started_at,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            requests: self.access.requests(),
+            summary: report::summarize(&entries),
+            entries,
+        };
+        print_report(&r, self.args.output);
+        exit
+    }
+
+    fn progress_bar(&self, len: usize) -> Option<indicatif::ProgressBar> {
+        let show = match self.args.progress {
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+            ProgressMode::Auto => self.plain_logs && std::io::stderr().is_terminal() && len > 1,
+        };
+        show.then(|| {
+            let b = indicatif::ProgressBar::new(len as u64);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
+            {
+                b.set_style(style);
+            }
+            b
+        })
+    }
+}
+
+fn print_report(r: &Report, output: Output) {
+    match output {
+        Output::Json => match serde_json::to_string_pretty(r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("cannot encode the report: {e}"),
+        },
+        Output::Text => {
+            for e in &r.entries {
+                let note = e.error.as_deref().or(e.detail.as_deref()).unwrap_or("");
+                let note = if note.is_empty() { String::new() } else { format!("  ({note})") };
+                println!("{:<16} {}{note}", e.outcome.as_str(), e.object);
+            }
+            if r.entries.is_empty() && !r.message.is_empty() {
+                println!("{}", r.message);
+            }
+            println!("{}", report::summary_line(r));
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Verification after restore: unpausing is not the same as reconciling again.
+//!
+//! - **Propagation**: Rancher copies a ManagedChart's `paused` into its Fleet Bundle
+//!   `mcc-<name>` only after it could fetch the chart; until the Bundle is unpaused nothing rolls
+//!   out, whatever the ManagedChart says. Checked for every ManagedChart that is running now.
+//! - **Readiness** (`--wait-ready`): Ready=True *at* `status.observedGeneration` ≥ the generation
+//!   our patch produced; a Ready condition of an older generation is stale and passes too early.
+//! - **Re-pause guard** (`--settle`): a still-running upgrade job may pause again right after we
+//!   restored; within the window such an object is restored again if it is still ours, and
+//!   reported otherwise.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::kinds::ObjectRef;
+use crate::kube_access::{Access, Resolved, object_path};
+use crate::ownership::{Decision, decide, pause_state};
+use crate::plan::{Plan, Step};
+use crate::report::{Cause, EntryReport, Outcome};
+use crate::restore::Engine;
+use crate::retry::Budget;
+
+/// Verification settings.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyOptions {
+    /// How long Rancher gets to carry an unpause into the Bundle; zero skips the check.
+    pub propagation_window: Duration,
+    /// Wait this long for Ready at our generation; `None` skips the check.
+    pub wait_ready: Option<Duration>,
+    /// Whether not-ready fails the run (exit 3).
+    pub fail_on_not_ready: bool,
+    /// Watch restored objects this long for a re-pause; zero skips the guard.
+    pub settle: Duration,
+    /// Poll interval.
+    pub poll: Duration,
+}
+
+/// The Fleet Bundle resource Rancher generates per ManagedChart.
+fn bundle_path(namespace: &str, chart: &str) -> String {
+    object_path("fleet.cattle.io/v1alpha1", "bundles", Some(namespace), Some(&format!("mcc-{chart}")))
+}
+
+/// Kinds whose status carries a `Ready` condition and `observedGeneration`.
+fn has_ready_condition(o: &ObjectRef) -> bool {
+    matches!(
+        o.group(),
+        "management.cattle.io"
+            | "fleet.cattle.io"
+            | "helm.toolkit.fluxcd.io"
+            | "kustomize.toolkit.fluxcd.io"
+            | "cluster.x-k8s.io"
+    )
+}
+
+/// The Ready condition: (status is "True", message).
+fn ready_condition(obj: &Value) -> Option<(bool, String)> {
+    let c = obj.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Ready")?;
+    Some((c["status"] == "True", c["message"].as_str().unwrap_or_default().to_string()))
+}
+
+impl Engine {
+    /// Verify every settled entry (in place). No-op in dry runs.
+    pub async fn verify(&self, plan: &Plan, results: &mut [EntryReport], v: &VerifyOptions) {
+        if self.opts.dry_run {
+            return;
+        }
+        let bundles_served = if v.propagation_window.is_zero() {
+            false
+        } else {
+            match self.access.resolve("fleet.cattle.io/v1alpha1", "Bundle").await {
+                Ok(Some(_)) => true,
+                Ok(None) => {
+                    tracing::info!("Fleet Bundles are not served here: propagation is not checked");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether Fleet Bundles are served: propagation is not checked");
+                    false
+                }
+            }
+        };
+        let steps: Vec<&Step> = plan.waves.iter().flat_map(|w| &w.steps).collect();
+        let work: Vec<(&Step, EntryReport)> = steps.into_iter().zip(results.iter().cloned()).collect();
+        let done: Vec<EntryReport> = futures::stream::iter(work)
+            .map(|(step, r)| self.verify_one(step, r, v, bundles_served))
+            .buffered(self.opts.concurrency.max(1))
+            .collect()
+            .await;
+        for (slot, r) in results.iter_mut().zip(done) {
+            *slot = r;
+        }
+    }
+
+    async fn verify_one(&self, step: &Step, mut r: EntryReport, v: &VerifyOptions, bundles: bool) -> EntryReport {
+        if !matches!(r.outcome, Outcome::Restored | Outcome::AlreadyRunning) {
+            return r;
+        }
+        let o = &step.entry.object;
+        let path = Access::path(&step.resolved, o);
+        if bundles && o.is_managed_chart() {
+            self.check_propagation(o, &path, &mut r, v).await;
+        }
+        if r.outcome != Outcome::NotPropagated
+            && let Some(wait) = v.wait_ready
+            && has_ready_condition(o)
+        {
+            self.check_ready(o, &path, &mut r, wait, v).await;
+        }
+        if r.outcome == Outcome::Restored && !v.settle.is_zero() {
+            self.guard_repause(step, &step.resolved, &mut r, v).await;
+        }
+        r
+    }
+
+    fn until(&self, window: Duration) -> Instant {
+        (Instant::now() + window).min(self.opts.deadline)
+    }
+
+    async fn get(&self, target: &str, path: &str) -> Option<Value> {
+        self.access.get(target, path).await.ok().flatten()
+    }
+
+    async fn check_propagation(&self, o: &ObjectRef, chart_path: &str, r: &mut EntryReport, v: &VerifyOptions) {
+        let ns = o.namespace.as_deref().unwrap_or_default();
+        let bundle = bundle_path(ns, &o.name);
+        let target = format!("Bundle {ns}/mcc-{}", o.name);
+        let end = self.until(v.propagation_window);
+        loop {
+            if let Some(b) = self.get(&target, &bundle).await
+                && b.pointer("/spec/paused").and_then(Value::as_bool) != Some(true)
+            {
+                r.propagated = Some(true);
+                return;
+            }
+            if Instant::now() + v.poll >= end || self.cancel.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(v.poll).await;
+        }
+        let message = match self.get(&o.to_string(), chart_path).await.as_ref().and_then(ready_condition) {
+            Some((_, m)) if !m.is_empty() => m,
+            _ => "no Ready message".to_string(),
+        };
+        r.propagated = Some(false);
+        r.ready_message = Some(message.clone());
+        r.outcome = Outcome::NotPropagated;
+        r.cause = Some(Cause::NotPropagated);
+        r.error = Some(format!(
+            "unpaused, but Bundle mcc-{} is still paused after {:?}: Rancher reports: {message}",
+            o.name, v.propagation_window
+        ));
+        tracing::warn!(object = %o, message = %message, "not propagated to the Fleet Bundle");
+    }
+
+    async fn check_ready(&self, o: &ObjectRef, path: &str, r: &mut EntryReport, wait: Duration, v: &VerifyOptions) {
+        let end = self.until(wait);
+        let target = o.to_string();
+        let mut last = String::from("not read");
+        loop {
+            if let Some(obj) = self.get(&target, path).await {
+                let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                // The generation our patch produced; for untouched objects, the current one.
+                let want = r.generation.unwrap_or(generation);
+                let observed = obj.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
+                match ready_condition(&obj) {
+                    Some((true, _)) if observed >= want => {
+                        r.ready = Some(true);
+                        return;
+                    }
+                    Some((ready, m)) if observed >= want => {
+                        last = if m.is_empty() { format!("Ready={ready}") } else { m };
+                    }
+                    _ => last = format!("status.observedGeneration {observed} has not reached generation {want}"),
+                }
+            }
+            if Instant::now() + v.poll >= end || self.cancel.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(v.poll).await;
+        }
+        r.ready = Some(false);
+        r.ready_message = Some(last.clone());
+        if v.fail_on_not_ready {
+            r.cause = Some(Cause::NotReady);
+            r.error = Some(format!("not Ready within {wait:?}: {last}"));
+        }
+        tracing::warn!(object = %o, message = %last, "not ready");
+    }
+
+    async fn guard_repause(&self, step: &Step, resolved: &Resolved, r: &mut EntryReport, v: &VerifyOptions) {
+        let o = &step.entry.object;
+        let path = Access::path(resolved, o);
+        let target = o.to_string();
+        let end = self.until(v.settle);
+        let opts = &self.opts;
+        while Instant::now() < end && !self.cancel.is_cancelled() {
+            tokio::time::sleep(v.poll.min(end.saturating_duration_since(Instant::now()))).await;
+            let Some(obj) = self.get(&target, &path).await else { continue };
+            let Ok(state) = pause_state(&obj, &step.entry.field) else { continue };
+            if state.paused != Some(true) {
+                continue;
+            }
+            r.repaused += 1;
+            match decide(&state, &step.entry.field, &opts.upgrade, opts.ownership, &opts.field_manager) {
+                Decision::Restore { .. } => {
+                    tracing::warn!(object = %o, "paused again by this upgrade after restore; restoring again");
+                    let budget = Budget::new(opts.policy.max_attempts, opts.deadline);
+                    let again = self.restore_one(step, &budget).await;
+                    r.attempts += budget.used();
+                    if again.outcome != Outcome::Restored && again.outcome != Outcome::AlreadyRunning {
+                        r.outcome = again.outcome;
+                        r.error = again.error;
+                        r.cause = again.cause;
+                        r.detail = again.detail;
+                        return;
+                    }
+                    if let Some(g) = again.generation {
+                        r.generation = Some(g);
+                    }
+                }
+                Decision::NotOurs { reason } => {
+                    tracing::warn!(object = %o, %reason, "paused again after restore, not by this upgrade: left paused");
+                    r.outcome = Outcome::Repaused;
+                    r.detail = Some(format!("paused again after restore ({reason}); left paused"));
+                    return;
+                }
+                Decision::AlreadyRunning { .. } | Decision::Malformed { .. } => {}
+            }
+        }
+    }
+}
