@@ -427,7 +427,9 @@ async fn any_pausable_kind_namespaced_or_cluster_scoped() {
     )
     .await;
 
-    let cases: Vec<(&ApiResource, &str, &str, Option<&str>, &str, &str)> = vec![
+    // (resource, apiVersion, kind, namespace, name, pause field pointer)
+    type Case<'a> = (&'a ApiResource, &'a str, &'a str, Option<&'a str>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (&gitrepo, "fleet.cattle.io/v1alpha1", "GitRepo", Some(ns.as_str()), "repo", "/spec/paused"),
         (&capi, "cluster.x-k8s.io/v1beta1", "Cluster", Some(ns.as_str()), "c1", "/spec/paused"),
         (&flux, "helm.toolkit.fluxcd.io/v2", "HelmRelease", Some(ns.as_str()), "hr", "/spec/suspend"),
