@@ -17,28 +17,14 @@ use serde_json::{Value, json};
 
 const NS: &str = "fleet-local";
 const UPGRADE: &str = "hvst-upgrade-7xk2p";
-const CHARTS: [&str; 4] = [
-    "harvester",
-    "harvester-crd",
-    "rancher-monitoring-crd",
-    "rancher-logging-crd",
-];
+const CHARTS: [&str; 4] = ["harvester", "harvester-crd", "rancher-monitoring-crd", "rancher-logging-crd"];
 
 fn main() -> anyhow::Result<()> {
-    let bin = std::env::args()
-        .nth(1)
-        .context("usage: demo PATH-TO-pause-ledger")?;
+    let bin = std::env::args().nth(1).context("usage: demo PATH-TO-pause-ledger")?;
     println!("== starting a local control plane (etcd + kube-apiserver, built from source)");
     let cp = ControlPlane::start().context("starting the control plane")?;
-    println!(
-        "   ready in {:.1?} at {}",
-        cp.startup_duration(),
-        cp.server_url()
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    println!("   ready in {:.1?} at {}", cp.startup_duration(), cp.server_url());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(demo(&cp, &bin));
     drop(rt);
     drop(cp);
@@ -49,14 +35,8 @@ fn main() -> anyhow::Result<()> {
 async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     let client = cp.admin_client()?;
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    ns_api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-        )
-        .await?;
-    let charts: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &crds::managed_chart_resource());
+    ns_api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NS}}))?).await?;
+    let charts: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::managed_chart_resource());
     let ar = crds::managed_chart_resource();
     for name in CHARTS {
         let mut mc = DynamicObject::new(name, &ar).within(NS);
@@ -71,17 +51,12 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     charts
         .patch(
             "rancher-logging-crd",
-            &PatchParams {
-                field_manager: Some("kubectl-patch".into()),
-                ..Default::default()
-            },
+            &PatchParams { field_manager: Some("kubectl-patch".into()), ..Default::default() },
             &Patch::Merge(json!({"spec": {"paused": true}})),
         )
         .await?;
 
-    println!(
-        "== the upgrade {UPGRADE} pauses the charts it needs (marking each) and records the ledger"
-    );
+    println!("== the upgrade {UPGRADE} pauses the charts it needs (marking each) and records the ledger");
     let access = Access::new(client.clone(), Duration::from_secs(10));
     let field = FieldPath::parse("spec.paused").map_err(anyhow::Error::msg)?;
     let mut entries = String::new();
@@ -91,9 +66,7 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
             bail!("{name} was already paused");
         };
         let path = format!("/apis/management.cattle.io/v3/namespaces/{NS}/managedcharts/{name}");
-        access
-            .json_patch(name, &path, &patch, "pause-ledger", false)
-            .await?;
+        access.json_patch(name, &path, &patch, "pause-ledger", false).await?;
         entries.push_str(&format!("  - namespace: {NS}\n    name: {name}\n"));
     }
     let ledger = format!(
@@ -103,9 +76,7 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), NS);
     cms.create(
         &PostParams::default(),
-        &serde_json::from_value(
-            json!({"metadata": {"name": "pause-ledger"}, "data": {"ledger.yaml": ledger}}),
-        )?,
+        &serde_json::from_value(json!({"metadata": {"name": "pause-ledger"}, "data": {"ledger.yaml": ledger}}))?,
     )
     .await?;
     println!("\n--- ledger.yaml (ConfigMap {NS}/pause-ledger)\n{ledger}---");
@@ -113,22 +84,14 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     print_table(&client).await?;
 
-    println!(
-        "\n== pause-ledger restore (as the least-privileged ServiceAccount the Helm hook uses)"
-    );
+    println!("\n== pause-ledger restore (as the least-privileged ServiceAccount the Helm hook uses)");
     let kubeconfig = restricted_kubeconfig(cp, &client).await?;
     let run = |extra: &'static [&'static str]| {
         let mut c = std::process::Command::new(bin);
-        c.args([
-            "restore",
-            "--ledger",
-            &format!("{NS}/pause-ledger"),
-            "--progress",
-            "never",
-        ])
-        .args(extra)
-        .env("PAUSE_LEDGER_KUBECONFIG", &kubeconfig)
-        .stdin(Stdio::null());
+        c.args(["restore", "--ledger", &format!("{NS}/pause-ledger"), "--progress", "never"])
+            .args(extra)
+            .env("PAUSE_LEDGER_KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::null());
         c
     };
     println!("$ pause-ledger restore --ledger {NS}/pause-ledger --dry-run");
@@ -155,10 +118,7 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
 }
 
 /// A ServiceAccount with exactly what restore needs: the ledger by name, get/patch on charts.
-async fn restricted_kubeconfig(
-    cp: &ControlPlane,
-    client: &kube::Client,
-) -> anyhow::Result<std::path::PathBuf> {
+async fn restricted_kubeconfig(cp: &ControlPlane, client: &kube::Client) -> anyhow::Result<std::path::PathBuf> {
     let path = cp.service_account_kubeconfig(NS, "pause-ledger").await?;
     let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), NS);
     roles
@@ -173,8 +133,7 @@ async fn restricted_kubeconfig(
             }))?,
         )
         .await?;
-    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
-        Api::namespaced(client.clone(), NS);
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), NS);
     bindings
         .create(
             &PostParams::default(),
@@ -189,29 +148,14 @@ async fn restricted_kubeconfig(
 }
 
 async fn print_table(client: &kube::Client) -> anyhow::Result<()> {
-    let charts: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &crds::managed_chart_resource());
-    let bundles: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &crds::bundle_resource());
-    println!(
-        "{:<24} {:<8} {:<22} {:<16} READY",
-        "MANAGEDCHART", "PAUSED", "MARK", "BUNDLE PAUSED"
-    );
+    let charts: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::managed_chart_resource());
+    let bundles: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::bundle_resource());
+    println!("{:<24} {:<8} {:<22} {:<16} READY", "MANAGEDCHART", "PAUSED", "MARK", "BUNDLE PAUSED");
     for name in CHARTS {
         let c = serde_json::to_value(charts.get(name).await?)?;
-        let b = bundles
-            .get_opt(&format!("mcc-{name}"))
-            .await?
-            .map(serde_json::to_value)
-            .transpose()?;
-        let paused = c
-            .pointer("/spec/paused")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let mark = c
-            .pointer("/metadata/annotations/pause-ledger.io~1paused-by")
-            .and_then(Value::as_str)
-            .unwrap_or("-");
+        let b = bundles.get_opt(&format!("mcc-{name}")).await?.map(serde_json::to_value).transpose()?;
+        let paused = c.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false);
+        let mark = c.pointer("/metadata/annotations/pause-ledger.io~1paused-by").and_then(Value::as_str).unwrap_or("-");
         let bundle = b
             .as_ref()
             .and_then(|b| b.pointer("/spec/paused"))

@@ -15,9 +15,7 @@ fn proxy(faults: Faults) -> (FaultProxy, std::path::PathBuf) {
     let p = FaultProxy::start(cp.server_url(), cp.ca_pem(), faults).expect("proxy starts");
     let dir = std::env::temp_dir().join(format!("pl-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = p
-        .write_kubeconfig(&dir, cp.admin_token())
-        .expect("kubeconfig");
+    let kubeconfig = p.write_kubeconfig(&dir, cp.admin_token()).expect("kubeconfig");
     (p, kubeconfig)
 }
 
@@ -33,12 +31,7 @@ async fn seed(prefix: &str, n: usize) -> (String, Vec<String>) {
     set_paused_by_hand(&ns, "decoy", true).await;
     let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
     all.push("decoy");
-    write_ledger(
-        &ns,
-        "pause-ledger",
-        &[("ledger.yaml", &full_ledger(&ns, &all))],
-    )
-    .await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &all))]).await;
     (ns, names)
 }
 
@@ -84,37 +77,20 @@ async fn restores_everything_through_faults_with_retries_logged() {
     }
     assert_eq!(outcomes["decoy"], "not-ours");
     assert!(paused(&ns, "decoy").await, "the decoy was unpaused");
-    assert!(
-        stats.server_errors + stats.throttled + stats.resets + stats.resets_after_forward > 10,
-        "{stats:?}"
-    );
+    assert!(stats.server_errors + stats.throttled + stats.resets + stats.resets_after_forward > 10, "{stats:?}");
 
     // Every retry is logged (JSON logs) with its delay.
     let retries: Vec<serde_json::Value> = r
         .stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("retrying"))
-        })
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("retrying")))
         .collect();
-    assert!(
-        retries.len() >= 10,
-        "{} retries logged: {}",
-        retries.len(),
-        r.stderr
-    );
-    assert!(
-        retries.iter().all(|l| l["delay_ms"].is_u64()),
-        "{retries:?}"
-    );
+    assert!(retries.len() >= 10, "{} retries logged: {}", retries.len(), r.stderr);
+    assert!(retries.iter().all(|l| l["delay_ms"].is_u64()), "{retries:?}");
     // 429s came with Retry-After: 1, and the delay honoured it.
     assert!(
-        retries.iter().any(
-            |l| l["error"].as_str().is_some_and(|e| e.contains("429")) && l["delay_ms"] == 1000
-        ),
+        retries.iter().any(|l| l["error"].as_str().is_some_and(|e| e.contains("429")) && l["delay_ms"] == 1000),
         "no Retry-After honoured: {retries:?}"
     );
     let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
@@ -135,25 +111,12 @@ async fn unbeatable_faults_end_at_the_deadline_with_a_true_status() {
     let started = std::time::Instant::now();
     let r = run_as(
         &kubeconfig,
-        &[
-            "restore",
-            "--ledger",
-            &ledger,
-            "-o",
-            "json",
-            "--timeout",
-            "8s",
-            "--max-attempts",
-            "1000",
-        ],
+        &["restore", "--ledger", &ledger, "-o", "json", "--timeout", "8s", "--max-attempts", "1000"],
     )
     .await;
     let took = started.elapsed();
     assert_eq!(r.code, 6, "{r:#?}");
-    assert!(
-        took < Duration::from_secs(8) + Duration::from_secs(3),
-        "overran the deadline: {took:?}"
-    );
+    assert!(took < Duration::from_secs(8) + Duration::from_secs(3), "overran the deadline: {took:?}");
     assert!(proxy.stats().server_errors > 5);
     let report = r.json();
     assert_eq!(report["result"], "deadline-exceeded");
@@ -162,10 +125,7 @@ async fn unbeatable_faults_end_at_the_deadline_with_a_true_status() {
         assert_eq!(e["cause"], "deadline", "{e}");
     }
     for n in &names {
-        assert!(
-            paused(&ns, n).await,
-            "{n} changed although every request failed"
-        );
+        assert!(paused(&ns, n).await, "{n} changed although every request failed");
     }
     let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
     assert!(status.contains("state: incomplete"), "{status}");
@@ -193,19 +153,7 @@ async fn lost_answers_are_still_counted_as_restored() {
         ..Faults::default()
     });
     let ledger = format!("{ns}/pause-ledger");
-    let r = run_as(
-        &kubeconfig,
-        &[
-            "restore",
-            "--ledger",
-            &ledger,
-            "-o",
-            "json",
-            "--max-attempts",
-            "30",
-        ],
-    )
-    .await;
+    let r = run_as(&kubeconfig, &["restore", "--ledger", &ledger, "-o", "json", "--max-attempts", "30"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let outcomes = r.outcomes();
     for n in &names {
@@ -215,14 +163,7 @@ async fn lost_answers_are_still_counted_as_restored() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| {
-            e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("answer to our patch was lost"))
-        })
+        .filter(|e| e["detail"].as_str().is_some_and(|d| d.contains("answer to our patch was lost")))
         .count();
-    assert!(
-        lost > 0,
-        "no patch answer was lost; the test proved nothing: {r:#?}"
-    );
+    assert!(lost > 0, "no patch answer was lost; the test proved nothing: {r:#?}");
 }

@@ -11,15 +11,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outcome_and_hand_pauses_stay() {
     let ns = namespace("outcomes").await;
-    for n in [
-        "ours",
-        "ours-crd",
-        "by-hand-before",
-        "re-paused",
-        "running",
-        "deleted",
-        "other-upgrade",
-    ] {
+    for n in ["ours", "ours-crd", "by-hand-before", "re-paused", "running", "deleted", "other-upgrade"] {
         create_chart(&ns, n).await;
     }
     // Before the upgrade an administrator paused one chart on purpose.
@@ -35,26 +27,11 @@ async fn every_outcome_and_hand_pauses_stay() {
     set_paused_by_hand(&ns, "running", false).await;
     delete_chart(&ns, "deleted").await;
 
-    let names = [
-        "ours",
-        "ours-crd",
-        "by-hand-before",
-        "re-paused",
-        "running",
-        "deleted",
-        "other-upgrade",
-    ];
+    let names = ["ours", "ours-crd", "by-hand-before", "re-paused", "running", "deleted", "other-upgrade"];
     let ledger = full_ledger(&ns, &names);
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger)]).await;
 
-    let r = run(&[
-        "restore",
-        "--ledger",
-        &format!("{ns}/pause-ledger"),
-        "-o",
-        "json",
-    ])
-    .await;
+    let r = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let o = r.outcomes();
     assert_eq!(o["ours"], "restored");
@@ -65,19 +42,8 @@ async fn every_outcome_and_hand_pauses_stay() {
     assert_eq!(o["deleted"], "gone");
     assert_eq!(o["other-upgrade"], "not-ours");
     let report = r.json();
-    let re_paused = report["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["object"]["name"] == "re-paused")
-        .unwrap();
-    assert!(
-        re_paused["detail"]
-            .as_str()
-            .unwrap()
-            .contains("kubectl-patch"),
-        "{re_paused}"
-    );
+    let re_paused = report["entries"].as_array().unwrap().iter().find(|e| e["object"]["name"] == "re-paused").unwrap();
+    assert!(re_paused["detail"].as_str().unwrap().contains("kubectl-patch"), "{re_paused}");
 
     // Live state: only the upgrade's own pauses were undone, and their marks removed.
     assert!(!paused(&ns, "ours").await);
@@ -86,11 +52,7 @@ async fn every_outcome_and_hand_pauses_stay() {
     assert!(paused(&ns, "re-paused").await);
     assert!(paused(&ns, "other-upgrade").await);
     let ours = chart(&ns, "ours").await;
-    assert!(
-        ours.pointer("/metadata/annotations/pause-ledger.io~1paused-by")
-            .is_none(),
-        "{ours}"
-    );
+    assert!(ours.pointer("/metadata/annotations/pause-ledger.io~1paused-by").is_none(), "{ours}");
 
     // The recorded set is untouched; the status went to its own key.
     let data = ledger_data(&ns, "pause-ledger").await;
@@ -101,52 +63,22 @@ async fn every_outcome_and_hand_pauses_stay() {
 
     // CRD charts first: every order-0 entry finished before any order-1 entry started.
     let entries = report["entries"].as_array().unwrap();
-    let crd = entries
-        .iter()
-        .find(|e| e["object"]["name"] == "ours-crd")
-        .unwrap();
+    let crd = entries.iter().find(|e| e["object"]["name"] == "ours-crd").unwrap();
     assert_eq!(crd["order"], 0);
     let crd_end: jiff::Timestamp = crd["startedAt"].as_str().unwrap().parse().unwrap();
     let crd_end = crd_end + jiff::SignedDuration::from_millis(crd["durationMs"].as_i64().unwrap());
-    for e in entries
-        .iter()
-        .filter(|e| e["order"] == 1 && e["startedAt"].is_string())
-    {
+    for e in entries.iter().filter(|e| e["order"] == 1 && e["startedAt"].is_string()) {
         let start: jiff::Timestamp = e["startedAt"].as_str().unwrap().parse().unwrap();
-        assert!(
-            start + jiff::SignedDuration::from_millis(1) >= crd_end,
-            "{e} started before the CRD chart finished"
-        );
+        assert!(start + jiff::SignedDuration::from_millis(1) >= crd_end, "{e} started before the CRD chart finished");
     }
 
     // A rerun is a no-op: the status says done.
-    let again = run(&[
-        "restore",
-        "--ledger",
-        &format!("{ns}/pause-ledger"),
-        "-o",
-        "json",
-    ])
-    .await;
+    let again = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json"]).await;
     assert_eq!(again.code, 0, "{again:#?}");
-    assert!(
-        again.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("already restored"),
-        "{again:#?}"
-    );
+    assert!(again.json()["message"].as_str().unwrap().contains("already restored"), "{again:#?}");
     assert_eq!(again.json()["requests"], 1, "only the ledger was read");
     // --force re-examines and still changes nothing that is not ours.
-    let forced = run(&[
-        "restore",
-        "--ledger",
-        &format!("{ns}/pause-ledger"),
-        "-o",
-        "json",
-        "--force",
-    ])
-    .await;
+    let forced = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json", "--force"]).await;
     assert_eq!(forced.code, 0, "{forced:#?}");
     assert_eq!(forced.outcomes()["ours"], "already-running");
     assert!(paused(&ns, "re-paused").await);
@@ -164,30 +96,16 @@ async fn minimal_form_unmarked_is_still_paused_only() {
     write_ledger(
         &ns,
         "upgrade-ledger",
-        &[
-            ("charts", "harvester harvester-crd rancher-logging-crd"),
-            ("namespace", &ns),
-        ],
+        &[("charts", "harvester harvester-crd rancher-logging-crd"), ("namespace", &ns)],
     )
     .await;
-    let r = run(&[
-        "restore",
-        "--ledger",
-        &format!("{ns}/upgrade-ledger"),
-        "-o",
-        "json",
-    ])
-    .await;
+    let r = run(&["restore", "--ledger", &format!("{ns}/upgrade-ledger"), "-o", "json"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let o = r.outcomes();
     assert_eq!(o["harvester"], "restored");
     assert_eq!(o["harvester-crd"], "restored");
     assert_eq!(o["rancher-logging-crd"], "already-running");
-    assert!(
-        r.stderr.contains("no ownership marks"),
-        "the weaker check is announced: {}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("no ownership marks"), "the weaker check is announced: {}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,50 +117,20 @@ async fn invalid_ledgers_patch_nothing_and_validate_agrees() {
     }
     let good = full_ledger(&ns, &["a", "b"]);
     let variants: Vec<(&str, Vec<(&str, String)>)> = vec![
-        (
-            "bad yaml",
-            vec![("ledger.yaml", format!("{good}  - [unclosed\n"))],
-        ),
-        (
-            "unknown version",
-            vec![(
-                "ledger.yaml",
-                good.replace("pause-ledger/v1", "pause-ledger/v7"),
-            )],
-        ),
-        (
-            "missing name",
-            vec![("ledger.yaml", good.replace("    name: b\n", ""))],
-        ),
-        (
-            "wrong type",
-            vec![(
-                "ledger.yaml",
-                good.replace("    name: b\n", "    name: b\n    order: first\n"),
-            )],
-        ),
-        (
-            "invalid name",
-            vec![("ledger.yaml", good.replace("name: b", "name: B_b"))],
-        ),
-        (
-            "duplicate",
-            vec![("ledger.yaml", good.replace("name: b", "name: a"))],
-        ),
+        ("bad yaml", vec![("ledger.yaml", format!("{good}  - [unclosed\n"))]),
+        ("unknown version", vec![("ledger.yaml", good.replace("pause-ledger/v1", "pause-ledger/v7"))]),
+        ("missing name", vec![("ledger.yaml", good.replace("    name: b\n", ""))]),
+        ("wrong type", vec![("ledger.yaml", good.replace("    name: b\n", "    name: b\n    order: first\n"))]),
+        ("invalid name", vec![("ledger.yaml", good.replace("name: b", "name: B_b"))]),
+        ("duplicate", vec![("ledger.yaml", good.replace("name: b", "name: a"))]),
         (
             "unknown kind",
             vec![(
                 "ledger.yaml",
-                good.replace(
-                    "    name: b\n",
-                    "    name: b\n    apiVersion: example.com/v1\n    kind: Gizmo\n",
-                ),
+                good.replace("    name: b\n", "    name: b\n    apiVersion: example.com/v1\n    kind: Gizmo\n"),
             )],
         ),
-        (
-            "unknown key",
-            vec![("ledger.yaml", good.clone()), ("extra", "x".into())],
-        ),
+        ("unknown key", vec![("ledger.yaml", good.clone()), ("extra", "x".into())]),
         ("minimal without namespace", vec![("charts", "a b".into())]),
     ];
     let before = versions(&ns, &["a", "b"]).await;
@@ -252,19 +140,11 @@ async fn invalid_ledgers_patch_nothing_and_validate_agrees() {
         let r = run(&["restore", "--ledger", &format!("{ns}/l")]).await;
         assert_eq!(r.code, 4, "{what}: {r:#?}");
         assert!(r.stderr.contains("invalid ledger"), "{what}: {}", r.stderr);
-        assert_eq!(
-            versions(&ns, &["a", "b"]).await,
-            before,
-            "{what}: something was written"
-        );
-        assert!(
-            !ledger_data(&ns, "l").await.contains_key("status.yaml"),
-            "{what}: status written"
-        );
+        assert_eq!(versions(&ns, &["a", "b"]).await, before, "{what}: something was written");
+        assert!(!ledger_data(&ns, "l").await.contains_key("status.yaml"), "{what}: status written");
 
         // validate on the same content agrees (the unknown kind needs discovery: --cluster).
-        let file =
-            std::env::temp_dir().join(format!("pl-validate-{ns}-{}.yaml", what.replace(' ', "-")));
+        let file = std::env::temp_dir().join(format!("pl-validate-{ns}-{}.yaml", what.replace(' ', "-")));
         let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "l"},
             "data": data.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>()});
         std::fs::write(&file, serde_json::to_string(&cm).unwrap()).unwrap();
@@ -272,11 +152,7 @@ async fn invalid_ledgers_patch_nothing_and_validate_agrees() {
         let v = run(&["validate", "--cluster", file]).await;
         assert_eq!(v.code, 4, "validate disagrees on {what}: {v:#?}");
         if *what != "unknown kind" {
-            assert_eq!(
-                run(&["validate", file]).await.code,
-                4,
-                "offline validate disagrees on {what}"
-            );
+            assert_eq!(run(&["validate", file]).await.code, 4, "offline validate disagrees on {what}");
         }
     }
     // The good ledger validates and restores.
@@ -291,12 +167,7 @@ async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
     let ns = namespace("rbac").await;
     create_chart(&ns, "harvester").await;
     pause_as_upgrade(&ns, "harvester", UPGRADE).await;
-    write_ledger(
-        &ns,
-        "pause-ledger",
-        &[("ledger.yaml", &full_ledger(&ns, &["harvester"]))],
-    )
-    .await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["harvester"]))]).await;
     let ledger = format!("{ns}/pause-ledger");
 
     let weak = service_account_with(&ns, "no-patch", restore_rules("pause-ledger", &["get"])).await;
@@ -305,41 +176,20 @@ async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
         args.extend_from_slice(extra);
         let r = run_as(&weak, &args).await;
         assert_eq!(r.code, 5, "{extra:?}: {r:#?}");
-        let err = r.json()["entries"][0]["error"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("\"patch\"") && err.contains("managedcharts") && err.contains(&ns),
-            "{err}"
-        );
+        let err = r.json()["entries"][0]["error"].as_str().unwrap().to_string();
+        assert!(err.contains("\"patch\"") && err.contains("managedcharts") && err.contains(&ns), "{err}");
     }
     assert!(paused(&ns, "harvester").await);
 
-    let strong = service_account_with(
-        &ns,
-        "restorer",
-        restore_rules("pause-ledger", &["get", "patch"]),
-    )
-    .await;
+    let strong = service_account_with(&ns, "restorer", restore_rules("pause-ledger", &["get", "patch"])).await;
     let before = versions(&ns, &["harvester"]).await;
-    let status_before = ledger_data(&ns, "pause-ledger")
-        .await
-        .get("status.yaml")
-        .cloned();
-    let dry = run_as(
-        &strong,
-        &["restore", "--ledger", &ledger, "-o", "json", "--dry-run"],
-    )
-    .await;
+    let status_before = ledger_data(&ns, "pause-ledger").await.get("status.yaml").cloned();
+    let dry = run_as(&strong, &["restore", "--ledger", &ledger, "-o", "json", "--dry-run"]).await;
     assert_eq!(dry.code, 0, "{dry:#?}");
     assert_eq!(dry.outcomes()["harvester"], "would-restore");
     assert_eq!(versions(&ns, &["harvester"]).await, before, "dry run wrote");
     assert_eq!(
-        ledger_data(&ns, "pause-ledger")
-            .await
-            .get("status.yaml")
-            .cloned(),
+        ledger_data(&ns, "pause-ledger").await.get("status.yaml").cloned(),
         status_before,
         "dry run wrote status"
     );
@@ -368,48 +218,22 @@ async fn concurrent_restores_restore_each_entry_once() {
         pause_as_upgrade(&ns, n, UPGRADE).await;
     }
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    write_ledger(
-        &ns,
-        "pause-ledger",
-        &[("ledger.yaml", &full_ledger(&ns, &refs))],
-    )
-    .await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &refs))]).await;
     let ledger = format!("{ns}/pause-ledger");
-    let args = [
-        "restore",
-        "--ledger",
-        &ledger,
-        "-o",
-        "json",
-        "--concurrency",
-        "4",
-    ];
+    let args = ["restore", "--ledger", &ledger, "-o", "json", "--concurrency", "4"];
     let (a, b) = tokio::join!(run(&args), run(&args));
     assert_eq!(a.code, 0, "{a:#?}");
     assert_eq!(b.code, 0, "{b:#?}");
     // If one run finished before the other read the status, the second is a no-op with no entries.
     let (oa, ob) = (a.outcomes(), b.outcomes());
     for n in &names {
-        let restored = [oa.get(n), ob.get(n)]
-            .iter()
-            .filter(|o| o.map(String::as_str) == Some("restored"))
-            .count();
-        assert_eq!(
-            restored,
-            1,
-            "{n} restored {restored} times: {:?} / {:?}",
-            oa.get(n),
-            ob.get(n)
-        );
+        let restored = [oa.get(n), ob.get(n)].iter().filter(|o| o.map(String::as_str) == Some("restored")).count();
+        assert_eq!(restored, 1, "{n} restored {restored} times: {:?} / {:?}", oa.get(n), ob.get(n));
         assert!(!paused(&ns, n).await);
     }
     let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
     assert!(status.contains("state: done"), "{status}");
-    assert_eq!(
-        status.matches("outcome: restored").count(),
-        names.len(),
-        "{status}"
-    );
+    assert_eq!(status.matches("outcome: restored").count(), names.len(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,19 +245,11 @@ async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
         pause_as_upgrade(&ns, n, UPGRADE).await;
     }
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    write_ledger(
-        &ns,
-        "pause-ledger",
-        &[("ledger.yaml", &full_ledger(&ns, &refs))],
-    )
-    .await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &refs))]).await;
     let ledger = format!("{ns}/pause-ledger");
     let count_paused = || async {
         let list = charts(&ns).list(&Default::default()).await.unwrap();
-        list.items
-            .iter()
-            .filter(|c| c.data.pointer("/spec/paused") == Some(&Value::Bool(true)))
-            .count()
+        list.items.iter().filter(|c| c.data.pointer("/spec/paused") == Some(&Value::Bool(true))).count()
     };
     // Slow every chart request down (no errors) so the runs can be interrupted mid-way.
     let proxy = fault_proxy::FaultProxy::start(
@@ -452,64 +268,31 @@ async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
     let dir = std::env::temp_dir().join(format!("pl-killed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let slow = proxy.write_kubeconfig(&dir, cp().admin_token()).unwrap();
-    let args = [
-        "restore",
-        "--ledger",
-        ledger.as_str(),
-        "--concurrency",
-        "1",
-        "-o",
-        "json",
-    ];
+    let args = ["restore", "--ledger", ledger.as_str(), "--concurrency", "1", "-o", "json"];
 
     // SIGKILL once some, not all, are restored.
     let mut child = command(&slow, &args).spawn().unwrap();
-    eventually(Duration::from_secs(60), "the first restores", || async {
-        count_paused().await <= 55
-    })
-    .await;
+    eventually(Duration::from_secs(60), "the first restores", || async { count_paused().await <= 55 }).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let left = count_paused().await;
     assert!(left > 0 && left < 60, "{left} paused: not killed mid-way");
-    assert!(
-        !ledger_data(&ns, "pause-ledger")
-            .await
-            .contains_key("status.yaml"),
-        "a killed run wrote status"
-    );
+    assert!(!ledger_data(&ns, "pause-ledger").await.contains_key("status.yaml"), "a killed run wrote status");
 
     // SIGTERM the next run mid-way: exit 7, status written for what was done, the rest skipped.
     let child = command(&slow, &args).spawn().unwrap();
     let pid = child.id().unwrap();
-    eventually(Duration::from_secs(60), "more restores", || async {
-        count_paused().await + 5 <= left
-    })
-    .await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    eventually(Duration::from_secs(60), "more restores", || async { count_paused().await + 5 <= left }).await;
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let out = child.wait_with_output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["result"], "terminated");
     let still = count_paused().await;
-    assert!(
-        still > 0,
-        "the terminated run finished everything; nothing proven"
-    );
+    assert!(still > 0, "the terminated run finished everything; nothing proven");
     let skipped = report["summary"]["skipped"].as_u64().unwrap_or(0) as usize;
-    assert!(
-        skipped >= still.saturating_sub(1),
-        "{skipped} skipped but {still} paused: {stdout}"
-    );
+    assert!(skipped >= still.saturating_sub(1), "{skipped} skipped but {still} paused: {stdout}");
     let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
     assert!(status.contains("state: incomplete"), "{status}");
     assert!(status.contains("outcome: skipped"), "{status}");
@@ -523,11 +306,7 @@ async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
     assert!(status.contains("state: done"), "{status}");
     for n in &names {
         let c = chart(&ns, n).await;
-        assert!(
-            c.pointer("/metadata/annotations/pause-ledger.io~1paused-by")
-                .is_none(),
-            "{n} keeps its mark"
-        );
+        assert!(c.pointer("/metadata/annotations/pause-ledger.io~1paused-by").is_none(), "{n} keeps its mark");
     }
 }
 
@@ -538,15 +317,7 @@ async fn status_command_shows_ledger_and_live_state() {
         create_chart(&ns, n).await;
         pause_as_upgrade(&ns, n, UPGRADE).await;
     }
-    write_ledger(
-        &ns,
-        "pause-ledger",
-        &[(
-            "ledger.yaml",
-            &full_ledger(&ns, &["harvester", "harvester-crd"]),
-        )],
-    )
-    .await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["harvester", "harvester-crd"]))]).await;
     let ledger = format!("{ns}/pause-ledger");
     let s = run(&["status", "--ledger", &ledger, "-o", "json"]).await;
     assert_eq!(s.code, 0, "{s:#?}");

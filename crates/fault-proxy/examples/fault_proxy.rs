@@ -19,9 +19,7 @@ fn main() -> Result<(), String> {
     let mut faults = Faults::default();
     let (mut token, mut dir) = (None, None);
     for arg in args {
-        let (key, value) = arg
-            .split_once('=')
-            .ok_or(format!("expected key=value: {arg}"))?;
+        let (key, value) = arg.split_once('=').ok_or(format!("expected key=value: {arg}"))?;
         let rate = || value.parse::<f64>().map_err(|e| format!("{key}: {e}"));
         let int = || value.parse::<u64>().map_err(|e| format!("{key}: {e}"));
         match key {
@@ -44,22 +42,11 @@ fn main() -> Result<(), String> {
     println!("proxy {}", proxy.url());
     if let Some(token) = token {
         let dir = dir.unwrap_or_else(std::env::temp_dir);
-        let path = proxy
-            .write_kubeconfig(&dir, &token)
-            .map_err(|e| e.to_string())?;
+        let path = proxy.write_kubeconfig(&dir, &token).map_err(|e| e.to_string())?;
         println!("export KUBECONFIG={}", path.display());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime
-        .block_on(tokio::signal::ctrl_c())
-        .map_err(|e| e.to_string())?;
-    println!(
-        "{:?} upstream_errors={}",
-        proxy.stats(),
-        proxy.upstream_errors()
-    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(tokio::signal::ctrl_c()).map_err(|e| e.to_string())?;
+    println!("{:?} upstream_errors={}", proxy.stats(), proxy.upstream_errors());
     Ok(())
 }

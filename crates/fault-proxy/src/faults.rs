@@ -73,9 +73,7 @@ impl Faults {
 
     /// Whether a request with this path is subject to faults at all.
     pub fn is_eligible(&self, path: &str) -> bool {
-        self.path_filter
-            .as_deref()
-            .is_none_or(|filter| path.contains(filter))
+        self.path_filter.as_deref().is_none_or(|filter| path.contains(filter))
     }
 
     /// Draws the next outcome; always consumes exactly `DRAWS_PER_REQUEST` values.
@@ -162,30 +160,15 @@ mod tests {
 
     #[test]
     fn rates_zero_and_one_are_absolute() {
-        let none = Faults {
-            seed: 9,
-            ..Faults::default()
-        };
-        assert!(
-            none.plan(200)
-                .iter()
-                .all(|o| *o == Outcome::Forward { delay: None })
-        );
-        let all = Faults {
-            seed: 9,
-            throttle_rate: 1.0,
-            ..Faults::default()
-        };
+        let none = Faults { seed: 9, ..Faults::default() };
+        assert!(none.plan(200).iter().all(|o| *o == Outcome::Forward { delay: None }));
+        let all = Faults { seed: 9, throttle_rate: 1.0, ..Faults::default() };
         assert!(all.plan(200).iter().all(|o| *o == Outcome::Throttle));
     }
 
     #[test]
     fn rates_are_roughly_respected_and_codes_mixed() {
-        let faults = Faults {
-            seed: 3,
-            server_error_rate: 0.25,
-            ..Faults::default()
-        };
+        let faults = Faults { seed: 3, server_error_rate: 0.25, ..Faults::default() };
         let plan = faults.plan(4000);
         let codes: Vec<u16> = plan
             .iter()
@@ -204,20 +187,14 @@ mod tests {
 
     #[test]
     fn one_rate_does_not_reshuffle_another() {
-        let base = Faults {
-            seed: 77,
-            reset_rate: 0.3,
-            ..Faults::default()
-        };
+        let base = Faults { seed: 77, reset_rate: 0.3, ..Faults::default() };
         let with_latency = Faults {
             latency_rate: 0.5,
             latency_min: Duration::from_millis(1),
             latency_max: Duration::from_millis(2),
             ..base.clone()
         };
-        let resets = |plan: Vec<Outcome>| -> Vec<bool> {
-            plan.into_iter().map(|o| o == Outcome::Reset).collect()
-        };
+        let resets = |plan: Vec<Outcome>| -> Vec<bool> { plan.into_iter().map(|o| o == Outcome::Reset).collect() };
         assert_eq!(resets(base.plan(300)), resets(with_latency.plan(300)));
     }
 
@@ -236,27 +213,14 @@ mod tests {
             };
             assert!(d >= Duration::from_millis(10) && d <= Duration::from_millis(20));
         }
-        let inverted = Faults {
-            latency_max: Duration::ZERO,
-            ..faults
-        };
-        assert!(inverted.plan(10).iter().all(|o| *o
-            == Outcome::Forward {
-                delay: Some(Duration::from_millis(10))
-            }));
+        let inverted = Faults { latency_max: Duration::ZERO, ..faults };
+        assert!(inverted.plan(10).iter().all(|o| *o == Outcome::Forward { delay: Some(Duration::from_millis(10)) }));
     }
 
     #[test]
     fn path_filter() {
-        let faults = Faults {
-            path_filter: Some("managedcharts".into()),
-            ..Faults::default()
-        };
-        assert!(
-            faults.is_eligible(
-                "/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/x"
-            )
-        );
+        let faults = Faults { path_filter: Some("managedcharts".into()), ..Faults::default() };
+        assert!(faults.is_eligible("/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/x"));
         assert!(!faults.is_eligible("/api/v1/namespaces/default/configmaps/ledger"));
         assert!(Faults::default().is_eligible("/anything"));
     }

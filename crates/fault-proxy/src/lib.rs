@@ -152,10 +152,7 @@ pub(crate) struct Control {
 impl Control {
     fn new(faults: Faults) -> Self {
         Self {
-            decider: Mutex::new(Decider {
-                rng: faults::SplitMix64::new(faults.seed),
-                faults,
-            }),
+            decider: Mutex::new(Decider { rng: faults::SplitMix64::new(faults.seed), faults }),
             counters: Counters::default(),
         }
     }
@@ -169,11 +166,7 @@ impl Control {
     pub(crate) fn decide(&self, path: &str) -> Outcome {
         let mut guard = self.decider();
         let Decider { faults, rng } = &mut *guard;
-        if faults.is_eligible(path) {
-            faults.decide(rng)
-        } else {
-            Outcome::Forward { delay: None }
-        }
+        if faults.is_eligible(path) { faults.decide(rng) } else { Outcome::Forward { delay: None } }
     }
 
     pub(crate) fn retry_after_secs(&self) -> u64 {
@@ -198,14 +191,10 @@ impl FaultProxy {
     pub fn start(upstream: &str, ca_pem: &str, faults: Faults) -> Result<FaultProxy, Error> {
         let upstream_base = parse_upstream(upstream)?;
         let tls = tls_config(ca_pem)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
 
-        let std_listener =
-            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::Bind)?;
+        let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::Bind)?;
         std_listener.set_nonblocking(true).map_err(Error::Bind)?;
         let addr = std_listener.local_addr().map_err(Error::Bind)?;
 
@@ -227,11 +216,7 @@ impl FaultProxy {
 
         let control = Arc::new(Control::new(faults));
         let shutdown = Arc::new(Notify::new());
-        let forwarder = Arc::new(proxy::Forwarder {
-            control: Arc::clone(&control),
-            client,
-            upstream_base,
-        });
+        let forwarder = Arc::new(proxy::Forwarder { control: Arc::clone(&control), client, upstream_base });
         let thread = {
             let shutdown = Arc::clone(&shutdown);
             std::thread::Builder::new()
@@ -244,12 +229,7 @@ impl FaultProxy {
                 .map_err(Error::Runtime)?
         };
         tracing::debug!(%addr, upstream, "fault-proxy started");
-        Ok(FaultProxy {
-            addr,
-            control,
-            shutdown,
-            thread: Mutex::new(Some(thread)),
-        })
+        Ok(FaultProxy { addr, control, shutdown, thread: Mutex::new(Some(thread)) })
     }
 
     /// Base URL of the proxy, `http://127.0.0.1:PORT`.
@@ -305,12 +285,8 @@ impl FaultProxy {
     /// The file is named `fault-proxy-<port>.kubeconfig` and created with mode 0600 on Unix.
     pub fn write_kubeconfig(&self, dir: &Path, token: &str) -> Result<PathBuf, Error> {
         let path = dir.join(format!("fault-proxy-{}.kubeconfig", self.addr.port()));
-        write_private(&path, kubeconfig_yaml(&self.url(), token).as_bytes()).map_err(|source| {
-            Error::Kubeconfig {
-                path: path.clone(),
-                source,
-            }
-        })?;
+        write_private(&path, kubeconfig_yaml(&self.url(), token).as_bytes())
+            .map_err(|source| Error::Kubeconfig { path: path.clone(), source })?;
         Ok(path)
     }
 
@@ -320,11 +296,7 @@ impl FaultProxy {
     /// Idempotent.
     pub fn stop(&self) {
         self.shutdown.notify_one();
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let handle = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(handle) = handle
             && handle.join().is_err()
         {
@@ -341,13 +313,8 @@ impl Drop for FaultProxy {
 
 /// Validates the upstream URL and returns `scheme://authority[/prefix]` without a trailing slash.
 fn parse_upstream(upstream: &str) -> Result<String, Error> {
-    let invalid = |reason: &str| Error::InvalidUpstream {
-        url: upstream.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: Uri = upstream
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+    let invalid = |reason: &str| Error::InvalidUpstream { url: upstream.to_owned(), reason: reason.to_owned() };
+    let uri: Uri = upstream.parse().map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
     let scheme = uri.scheme_str().ok_or_else(|| invalid("missing scheme"))?;
     if scheme != "https" && scheme != "http" {
         return Err(invalid("scheme must be https or http"));
@@ -364,9 +331,7 @@ fn parse_upstream(upstream: &str) -> Result<String, Error> {
 fn tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(Error::CaPem)?)
-            .map_err(Error::CaCertificate)?;
+        roots.add(cert.map_err(Error::CaPem)?).map_err(Error::CaCertificate)?;
     }
     if roots.is_empty() {
         return Err(Error::NoCaCertificate);
@@ -426,39 +391,18 @@ mod tests {
 
     #[test]
     fn upstream_urls() {
-        assert_eq!(
-            parse_upstream("https://127.0.0.1:6443").unwrap(),
-            "https://127.0.0.1:6443"
-        );
-        assert_eq!(
-            parse_upstream("https://127.0.0.1:6443/").unwrap(),
-            "https://127.0.0.1:6443"
-        );
-        assert_eq!(
-            parse_upstream("https://h:1/base/").unwrap(),
-            "https://h:1/base"
-        );
-        for bad in [
-            "127.0.0.1:6443",
-            "ftp://h:1",
-            "/path",
-            "https://h:1/?x=1",
-            "",
-        ] {
-            assert!(
-                matches!(parse_upstream(bad), Err(Error::InvalidUpstream { .. })),
-                "{bad}"
-            );
+        assert_eq!(parse_upstream("https://127.0.0.1:6443").unwrap(), "https://127.0.0.1:6443");
+        assert_eq!(parse_upstream("https://127.0.0.1:6443/").unwrap(), "https://127.0.0.1:6443");
+        assert_eq!(parse_upstream("https://h:1/base/").unwrap(), "https://h:1/base");
+        for bad in ["127.0.0.1:6443", "ftp://h:1", "/path", "https://h:1/?x=1", ""] {
+            assert!(matches!(parse_upstream(bad), Err(Error::InvalidUpstream { .. })), "{bad}");
         }
     }
 
     #[test]
     fn ca_bundle_errors() {
         assert!(matches!(tls_config(""), Err(Error::NoCaCertificate)));
-        assert!(matches!(
-            tls_config("not pem at all"),
-            Err(Error::NoCaCertificate)
-        ));
+        assert!(matches!(tls_config("not pem at all"), Err(Error::NoCaCertificate)));
         let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         assert!(matches!(tls_config(broken), Err(Error::CaPem(_))));
     }

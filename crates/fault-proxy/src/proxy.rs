@@ -37,11 +37,7 @@ pub(crate) struct Forwarder {
 }
 
 /// Accepts client connections until `shutdown` fires, then returns (dropping the listener).
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    forwarder: Arc<Forwarder>,
-    shutdown: Arc<Notify>,
-) {
+pub(crate) async fn accept_loop(listener: TcpListener, forwarder: Arc<Forwarder>, shutdown: Arc<Notify>) {
     loop {
         tokio::select! {
             () = shutdown.notified() => break,
@@ -77,8 +73,7 @@ async fn serve_connection(forwarder: Arc<Forwarder>, stream: TcpStream) {
         let kill = Arc::clone(&kill);
         service_fn(move |request| handle(Arc::clone(&forwarder), Arc::clone(&kill), request))
     };
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         result = connection => {
             if let Err(error) = result {
@@ -137,23 +132,13 @@ async fn handle(
             control.counters.server_errors.increment();
             debug!(fault = "server_error", code, %method, %path, "fault-proxy injected fault");
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Ok(status_response(
-                status,
-                server_error_reason(code),
-                INJECTED,
-                None,
-            ));
+            return Ok(status_response(status, server_error_reason(code), INJECTED, None));
         }
         Outcome::Throttle => {
             control.counters.throttled.increment();
             let retry_after = control.retry_after_secs();
             debug!(fault = "throttle", retry_after, %method, %path, "fault-proxy injected fault");
-            return Ok(status_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                INJECTED,
-                Some(retry_after),
-            ));
+            return Ok(status_response(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", INJECTED, Some(retry_after)));
         }
         Outcome::Reset => {
             control.counters.resets.increment();
@@ -185,12 +170,7 @@ async fn handle(
         Err(message) => {
             control.counters.upstream_errors.increment();
             warn!(%method, %path, error = %message, "fault-proxy upstream request failed");
-            Ok(status_response(
-                StatusCode::BAD_GATEWAY,
-                "InternalError",
-                &message,
-                None,
-            ))
+            Ok(status_response(StatusCode::BAD_GATEWAY, "InternalError", &message, None))
         }
     }
 }
@@ -281,12 +261,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A Kubernetes `Status` failure response, shaped like the apiserver's own.
-fn status_response(
-    status: StatusCode,
-    reason: &str,
-    message: &str,
-    retry_after: Option<u64>,
-) -> Response<ProxyBody> {
+fn status_response(status: StatusCode, reason: &str, message: &str, retry_after: Option<u64>) -> Response<ProxyBody> {
     let mut body = serde_json::json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -300,16 +275,11 @@ fn status_response(
         body["details"] = serde_json::json!({ "retryAfterSeconds": seconds });
     }
     let mut response = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never: Infallible| match never {})
-            .boxed_unsync(),
+        Full::new(Bytes::from(body.to_string())).map_err(|never: Infallible| match never {}).boxed_unsync(),
     );
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(seconds) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
@@ -323,17 +293,11 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:1"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         let out = end_to_end(headers.clone(), true);
         assert_eq!(out.len(), 1);
         assert_eq!(out[header::AUTHORIZATION], "Bearer t");

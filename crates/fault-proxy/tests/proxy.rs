@@ -12,9 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pause_ledger_fault_proxy::{Error, FaultProxy, Faults, Outcome, Stats};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -38,9 +36,7 @@ impl Upstream {
     async fn start() -> Upstream {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "fault-proxy-test-ca");
+        ca_params.distinguished_name.push(DnType::CommonName, "fault-proxy-test-ca");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
 
@@ -75,17 +71,12 @@ impl Upstream {
                         return;
                     };
                     let service = service_fn(move |req| echo(Arc::clone(&recorder), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
                 });
             }
         });
-        Upstream {
-            url: format!("https://{addr}"),
-            ca_pem: ca.pem(),
-            seen,
-        }
+        Upstream { url: format!("https://{addr}"), ca_pem: ca.pem(), seen }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -93,19 +84,12 @@ impl Upstream {
     }
 }
 
-async fn echo(
-    recorder: Arc<Mutex<Vec<Seen>>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn echo(recorder: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let seen = Seen {
         method: parts.method.clone(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.to_string())
-            .unwrap_or_default(),
+        path_and_query: parts.uri.path_and_query().map(|pq| pq.to_string()).unwrap_or_default(),
         headers: parts.headers.clone(),
         body: body.clone(),
     };
@@ -141,11 +125,7 @@ async fn send(proxy: &FaultProxy, method: Method, path: &str, body: &str) -> Rep
         .unwrap();
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
-    Ok((
-        parts.status,
-        parts.headers,
-        body.collect().await?.to_bytes(),
-    ))
+    Ok((parts.status, parts.headers, body.collect().await?.to_bytes()))
 }
 
 async fn get(proxy: &FaultProxy, path: &str) -> Reply {
@@ -171,9 +151,7 @@ async fn passes_requests_and_responses_through() {
     assert_eq!(proxy.url(), format!("http://{}", proxy.addr()));
 
     let path = "/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/harvester?fieldManager=pause-ledger";
-    let (status, headers, body) = send(&proxy, Method::PATCH, path, r#"{"spec":{"paused":false}}"#)
-        .await
-        .unwrap();
+    let (status, headers, body) = send(&proxy, Method::PATCH, path, r#"{"spec":{"paused":false}}"#).await.unwrap();
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(headers["x-upstream"], "yes");
     assert_eq!(headers["content-type"], "application/json");
@@ -186,33 +164,16 @@ async fn passes_requests_and_responses_through() {
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, Method::PATCH);
-    assert_eq!(
-        seen[0].headers["content-type"],
-        "application/merge-patch+json"
-    );
-    assert_eq!(
-        seen[0].headers["host"],
-        upstream.url.trim_start_matches("https://")
-    );
+    assert_eq!(seen[0].headers["content-type"], "application/merge-patch+json");
+    assert_eq!(seen[0].headers["host"], upstream.url.trim_start_matches("https://"));
     assert_eq!(seen[0].body, r#"{"spec":{"paused":false}}"#);
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 1,
-            forwarded: 1,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 1, forwarded: 1, ..Stats::default() });
 }
 
 #[tokio::test]
 async fn server_errors_are_kubernetes_status_and_not_forwarded() {
     let upstream = Upstream::start().await;
-    let faults = Faults {
-        seed: 11,
-        server_error_rate: 1.0,
-        ..Faults::default()
-    };
+    let faults = Faults { seed: 11, server_error_rate: 1.0, ..Faults::default() };
     let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults).unwrap();
     let mut codes = Vec::new();
     for _ in 0..12 {
@@ -232,24 +193,13 @@ async fn server_errors_are_kubernetes_status_and_not_forwarded() {
     }
     assert!(codes.contains(&503));
     assert!(upstream.seen().is_empty());
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 12,
-            server_errors: 12,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 12, server_errors: 12, ..Stats::default() });
 }
 
 #[tokio::test]
 async fn throttling_answers_429_with_retry_after() {
     let upstream = Upstream::start().await;
-    let faults = Faults {
-        throttle_rate: 1.0,
-        retry_after_secs: 7,
-        ..Faults::default()
-    };
+    let faults = Faults { throttle_rate: 1.0, retry_after_secs: 7, ..Faults::default() };
     let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults).unwrap();
     let (status, headers, body) = get(&proxy, "/api/v1/configmaps").await.unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
@@ -259,66 +209,32 @@ async fn throttling_answers_429_with_retry_after() {
     assert_eq!(body["code"], 429);
     assert_eq!(body["details"]["retryAfterSeconds"], 7);
     assert!(upstream.seen().is_empty());
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 1,
-            throttled: 1,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 1, throttled: 1, ..Stats::default() });
 }
 
 #[tokio::test]
 async fn reset_drops_the_connection_before_forwarding() {
     let upstream = Upstream::start().await;
-    let faults = Faults {
-        reset_rate: 1.0,
-        ..Faults::default()
-    };
+    let faults = Faults { reset_rate: 1.0, ..Faults::default() };
     let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults).unwrap();
     let reply = send(&proxy, Method::PATCH, "/apis/x/managedcharts/a", "{}").await;
     assert!(reply.is_err(), "expected a connection error, got {reply:?}");
     assert!(upstream.seen().is_empty());
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 1,
-            resets: 1,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 1, resets: 1, ..Stats::default() });
 }
 
 #[tokio::test]
 async fn reset_after_forward_applies_upstream_but_loses_the_response() {
     let upstream = Upstream::start().await;
-    let faults = Faults {
-        reset_after_forward_rate: 1.0,
-        ..Faults::default()
-    };
+    let faults = Faults { reset_after_forward_rate: 1.0, ..Faults::default() };
     let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults).unwrap();
-    let reply = send(
-        &proxy,
-        Method::PATCH,
-        "/apis/x/managedcharts/a",
-        r#"{"spec":{"paused":false}}"#,
-    )
-    .await;
+    let reply = send(&proxy, Method::PATCH, "/apis/x/managedcharts/a", r#"{"spec":{"paused":false}}"#).await;
     assert!(reply.is_err(), "expected a connection error, got {reply:?}");
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, r#"{"spec":{"paused":false}}"#);
     assert_eq!(seen[0].headers["authorization"], "Bearer test-token");
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 1,
-            forwarded: 1,
-            resets_after_forward: 1,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 1, forwarded: 1, resets_after_forward: 1, ..Stats::default() });
 }
 
 #[tokio::test]
@@ -333,22 +249,10 @@ async fn latency_delays_forwarding() {
     let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults).unwrap();
     let started = Instant::now();
     let (status, _, _) = get(&proxy, "/version").await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(upstream.seen().len(), 1);
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 1,
-            forwarded: 1,
-            delayed: 1,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 1, forwarded: 1, delayed: 1, ..Stats::default() });
 
     proxy.set_faults(Faults::default());
     let started = Instant::now();
@@ -397,80 +301,37 @@ async fn same_seed_gives_same_sequence_and_matches_plan() {
     assert_eq!(runs[0], expected);
     // The mix is actually mixed, so the comparison above means something.
     for kind in ["201", "429", "reset"] {
-        assert!(
-            expected.iter().any(|o| o == kind),
-            "{kind} missing from {expected:?}"
-        );
+        assert!(expected.iter().any(|o| o == kind), "{kind} missing from {expected:?}");
     }
 
     let s = &stats[0];
     assert_eq!(s.requests, n as u64);
-    assert_eq!(
-        s.requests,
-        s.server_errors + s.throttled + s.resets + s.forwarded
-    );
+    assert_eq!(s.requests, s.server_errors + s.throttled + s.resets + s.forwarded);
     assert_eq!(upstream.seen().len() as u64, 2 * s.forwarded);
 
     let other = Faults { seed: 43, ..faults };
-    assert_ne!(
-        other.plan(n),
-        Faults {
-            seed: 42,
-            ..other.clone()
-        }
-        .plan(n)
-    );
+    assert_ne!(other.plan(n), Faults { seed: 42, ..other.clone() }.plan(n));
 }
 
 #[tokio::test]
 async fn path_filter_limits_faults() {
     let upstream = Upstream::start().await;
-    let faults = Faults {
-        server_error_rate: 1.0,
-        path_filter: Some("managedcharts".to_owned()),
-        ..Faults::default()
-    };
+    let faults = Faults { server_error_rate: 1.0, path_filter: Some("managedcharts".to_owned()), ..Faults::default() };
     let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults).unwrap();
-    let ledger = get(
-        &proxy,
-        "/api/v1/namespaces/harvester-system/configmaps/ledger",
-    )
-    .await
-    .unwrap();
+    let ledger = get(&proxy, "/api/v1/namespaces/harvester-system/configmaps/ledger").await.unwrap();
     assert_eq!(ledger.0, StatusCode::CREATED);
-    let chart = get(
-        &proxy,
-        "/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/harvester",
-    )
-    .await
-    .unwrap();
+    let chart =
+        get(&proxy, "/apis/management.cattle.io/v3/namespaces/fleet-local/managedcharts/harvester").await.unwrap();
     assert!(chart.0.is_server_error());
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 2,
-            forwarded: 1,
-            server_errors: 1,
-            ..Stats::default()
-        }
-    );
+    assert_eq!(proxy.stats(), Stats { requests: 2, forwarded: 1, server_errors: 1, ..Stats::default() });
 }
 
 #[tokio::test]
 async fn upstream_failure_is_a_502_status() {
     // Nothing listens on the upstream port; pick one by binding and dropping.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let upstream = Upstream::start().await;
-    let proxy = FaultProxy::start(
-        &format!("https://127.0.0.1:{port}"),
-        &upstream.ca_pem,
-        Faults::default(),
-    )
-    .unwrap();
+    let proxy = FaultProxy::start(&format!("https://127.0.0.1:{port}"), &upstream.ca_pem, Faults::default()).unwrap();
     let (status, _, body) = get(&proxy, "/version").await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(json(&body)["kind"], "Status");
@@ -484,13 +345,7 @@ async fn untrusted_upstream_certificate_is_refused() {
     let proxy = FaultProxy::start(&upstream.url, &other_ca, Faults::default()).unwrap();
     let (status, _, body) = get(&proxy, "/version").await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(
-        json(&body)["message"]
-            .as_str()
-            .unwrap()
-            .contains("certificate"),
-        "{body:?}"
-    );
+    assert!(json(&body)["message"].as_str().unwrap().contains("certificate"), "{body:?}");
     assert!(upstream.seen().is_empty());
 }
 
@@ -508,10 +363,7 @@ async fn stop_closes_the_listener() {
 #[test]
 fn works_from_sync_code_and_resets_with_rst() {
     // No runtime here at all: the proxy brings its own. Upstream is never contacted.
-    let faults = Faults {
-        reset_rate: 1.0,
-        ..Faults::default()
-    };
+    let faults = Faults { reset_rate: 1.0, ..Faults::default() };
     let ca = CertifiedIssuer::self_signed(
         {
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -524,37 +376,20 @@ fn works_from_sync_code_and_resets_with_rst() {
     let proxy = FaultProxy::start("https://127.0.0.1:1", &ca.pem(), faults).unwrap();
     let mut tcp = std::net::TcpStream::connect(proxy.addr()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.write_all(b"GET /api HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
+    tcp.write_all(b"GET /api HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     let err = tcp.read_to_end(&mut buf).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert!(buf.is_empty());
 
-    proxy.set_faults(Faults {
-        throttle_rate: 1.0,
-        retry_after_secs: 2,
-        ..Faults::default()
-    });
+    proxy.set_faults(Faults { throttle_rate: 1.0, retry_after_secs: 2, ..Faults::default() });
     let mut tcp = std::net::TcpStream::connect(proxy.addr()).unwrap();
-    tcp.write_all(b"GET /api HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
+    tcp.write_all(b"GET /api HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     tcp.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 429"), "{text}");
-    assert!(
-        text.to_ascii_lowercase().contains("retry-after: 2\r\n"),
-        "{text}"
-    );
-    assert_eq!(
-        proxy.stats(),
-        Stats {
-            requests: 2,
-            resets: 1,
-            throttled: 1,
-            ..Stats::default()
-        }
-    );
+    assert!(text.to_ascii_lowercase().contains("retry-after: 2\r\n"), "{text}");
+    assert_eq!(proxy.stats(), Stats { requests: 2, resets: 1, throttled: 1, ..Stats::default() });
 }
 
 #[test]
@@ -569,28 +404,19 @@ fn writes_a_kubeconfig() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = proxy.write_kubeconfig(&dir, "s3cr3t").unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        text.contains(&format!("server: \"{}\"", proxy.url())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("server: \"{}\"", proxy.url())), "{text}");
     assert!(text.contains("token: \"s3cr3t\""), "{text}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn start_rejects_bad_inputs() {
-    assert!(matches!(
-        FaultProxy::start("not a url", "", Faults::default()),
-        Err(Error::InvalidUpstream { .. })
-    ));
+    assert!(matches!(FaultProxy::start("not a url", "", Faults::default()), Err(Error::InvalidUpstream { .. })));
     assert!(matches!(
         FaultProxy::start("https://127.0.0.1:1", "no pem here", Faults::default()),
         Err(Error::NoCaCertificate)

@@ -20,9 +20,7 @@ pub fn build_script() -> PathBuf {
 /// The folder holding the binaries; resolved once per process.
 pub fn bin_dir() -> Result<PathBuf, Error> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| resolve().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(Error::Binaries)
+    DIR.get_or_init(|| resolve().map_err(|e| e.to_string())).clone().map_err(Error::Binaries)
 }
 
 fn resolve() -> Result<PathBuf, Error> {
@@ -32,10 +30,7 @@ fn resolve() -> Result<PathBuf, Error> {
     };
     for name in ["kube-apiserver", "etcd"] {
         if !dir.join(name).is_file() {
-            return Err(Error::Binaries(format!(
-                "{name} not found in {}",
-                dir.display()
-            )));
+            return Err(Error::Binaries(format!("{name} not found in {}", dir.display())));
         }
     }
     Ok(dir)
@@ -52,19 +47,12 @@ fn run_build_script() -> Result<PathBuf, Error> {
         .output()
         .map_err(|e| Error::io(format!("running {}", script.display()), e))?;
     if !out.status.success() {
-        return Err(Error::Binaries(format!(
-            "{} failed with {}",
-            script.display(),
-            out.status
-        )));
+        return Err(Error::Binaries(format!("{} failed with {}", script.display(), out.status)));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = stdout.lines().rev().find(|l| !l.trim().is_empty());
     match dir {
         Some(dir) => Ok(PathBuf::from(dir.trim())),
-        None => Err(Error::Binaries(format!(
-            "{} printed no bin folder",
-            script.display()
-        ))),
+        None => Err(Error::Binaries(format!("{} printed no bin folder", script.display()))),
     }
 }

@@ -97,10 +97,7 @@ impl ControlPlane {
                 }
             }
             Err(match last {
-                Some(last) => Error::PortCollision {
-                    attempts: ATTEMPTS,
-                    last: Box::new(last),
-                },
+                Some(last) => Error::PortCollision { attempts: ATTEMPTS, last: Box::new(last) },
                 None => Error::Unexpected("no startup attempt made".into()),
             })
         });
@@ -157,12 +154,7 @@ impl ControlPlane {
             "--unsafe-no-fsync".to_string(),
             "--log-level=warn".to_string(),
         ];
-        let mut etcd = ManagedProcess::spawn(
-            "etcd",
-            &prepared.bin_dir.join("etcd"),
-            &etcd_args,
-            &etcd_log,
-        )?;
+        let mut etcd = ManagedProcess::spawn("etcd", &prepared.bin_dir.join("etcd"), &etcd_args, &etcd_log)?;
         watchdog.watch(etcd.pid());
         wait_etcd_healthy(&mut etcd, etcd_port)?;
 
@@ -170,9 +162,8 @@ impl ControlPlane {
         apiserver_args.push(format!("--etcd-servers={client_url}"));
         apiserver_args.push(format!("--secure-port={api_port}"));
         let server_url = format!("https://127.0.0.1:{api_port}");
-        let uri: http::Uri = server_url
-            .parse()
-            .map_err(|e| Error::Unexpected(format!("server URL {server_url}: {e}")))?;
+        let uri: http::Uri =
+            server_url.parse().map_err(|e| Error::Unexpected(format!("server URL {server_url}: {e}")))?;
         let mut cp = ControlPlane {
             dir: dir.clone(),
             server_url,
@@ -314,10 +305,7 @@ impl ControlPlane {
             let n = self.next_namespace.fetch_add(1, Ordering::Relaxed);
             let name = format!("{base}-{n}");
             let ns = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    ..ObjectMeta::default()
-                },
+                metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
                 ..Namespace::default()
             };
             match api.create(&PostParams::default(), &ns).await {
@@ -333,10 +321,7 @@ impl ControlPlane {
     pub async fn service_account_token(&self, ns: &str, name: &str) -> Result<String, Error> {
         let api: Api<ServiceAccount> = Api::namespaced(self.admin_client()?, ns);
         let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                ..ObjectMeta::default()
-            },
+            metadata: ObjectMeta { name: Some(name.to_string()), ..ObjectMeta::default() },
             ..ServiceAccount::default()
         };
         match api.create(&PostParams::default(), &sa).await {
@@ -345,15 +330,10 @@ impl ControlPlane {
             Err(e) => return Err(e.into()),
         }
         let request = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(TOKEN_SECONDS),
-                ..TokenRequestSpec::default()
-            },
+            spec: TokenRequestSpec { expiration_seconds: Some(TOKEN_SECONDS), ..TokenRequestSpec::default() },
             ..TokenRequest::default()
         };
-        let answer = api
-            .create_token_request(name, &PostParams::default(), &request)
-            .await?;
+        let answer = api.create_token_request(name, &PostParams::default(), &request).await?;
         answer
             .status
             .map(|s| s.token)
@@ -363,21 +343,13 @@ impl ControlPlane {
 
     /// Client config authenticating as ServiceAccount `ns/name` (created if missing), default
     /// namespace `ns`.
-    pub async fn service_account_config(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<kube::Config, Error> {
+    pub async fn service_account_config(&self, ns: &str, name: &str) -> Result<kube::Config, Error> {
         let token = self.service_account_token(ns, name).await?;
         Ok(self.token_config(token, ns))
     }
 
     /// Client for ServiceAccount `ns/name` (created if missing).
-    pub async fn service_account_client(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<kube::Client, Error> {
+    pub async fn service_account_client(&self, ns: &str, name: &str) -> Result<kube::Client, Error> {
         client(self.service_account_config(ns, name).await?)
     }
 
@@ -385,22 +357,13 @@ impl ControlPlane {
     /// returns its path.
     pub async fn service_account_kubeconfig(&self, ns: &str, name: &str) -> Result<PathBuf, Error> {
         let token = self.service_account_token(ns, name).await?;
-        let path = self
-            .dir
-            .join("kubeconfigs")
-            .join(format!("{ns}--{name}.yaml"));
+        let path = self.dir.join("kubeconfigs").join(format!("{ns}--{name}.yaml"));
         let user = format!("system:serviceaccount:{ns}:{name}");
         self.write_kubeconfig(&path, &user, &token, Some(ns))?;
         Ok(path)
     }
 
-    fn write_kubeconfig(
-        &self,
-        path: &Path,
-        user: &str,
-        token: &str,
-        namespace: Option<&str>,
-    ) -> Result<(), Error> {
+    fn write_kubeconfig(&self, path: &Path, user: &str, token: &str, namespace: Option<&str>) -> Result<(), Error> {
         let mut context = serde_json::json!({ "cluster": CONTEXT, "user": user });
         if let Some(ns) = namespace {
             context["namespace"] = ns.into();
@@ -421,8 +384,7 @@ impl ControlPlane {
         });
         let yaml = serde_saphyr::to_string(&kubeconfig)?;
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
         std::fs::write(path, yaml).map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
@@ -465,10 +427,7 @@ impl ControlPlane {
 
     /// PIDs of our etcd and (if running) kube-apiserver, in that order, for leak checks.
     pub fn pids(&self) -> Vec<u32> {
-        [&self.etcd, &self.apiserver]
-            .iter()
-            .filter_map(|slot| lock(slot).as_ref().map(ManagedProcess::pid))
-            .collect()
+        [&self.etcd, &self.apiserver].iter().filter_map(|slot| lock(slot).as_ref().map(ManagedProcess::pid)).collect()
     }
 }
 
@@ -492,9 +451,7 @@ impl Drop for ControlPlane {
 /// Builds a client, refusing (instead of panicking) outside a tokio runtime.
 fn client(config: kube::Config) -> Result<kube::Client, Error> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(Error::Unexpected(
-            "kube::Client needs a tokio runtime; call this from async code".into(),
-        ));
+        return Err(Error::Unexpected("kube::Client needs a tokio runtime; call this from async code".into()));
     }
     Ok(kube::Client::try_from(config)?)
 }
@@ -509,11 +466,8 @@ fn prepare(dir: PathBuf, bin_dir: PathBuf) -> Result<Prepared, Error> {
     let paths = pki.write_to(&dir.join("pki"))?;
     let admin_token = random_hex(24)?;
     let tokens = dir.join("tokens.csv");
-    std::fs::write(
-        &tokens,
-        format!("{admin_token},admin,admin,\"system:masters\"\n"),
-    )
-    .map_err(|e| Error::io(format!("writing {}", tokens.display()), e))?;
+    std::fs::write(&tokens, format!("{admin_token},admin,admin,\"system:masters\"\n"))
+        .map_err(|e| Error::io(format!("writing {}", tokens.display()), e))?;
     let common_apiserver_args = vec![
         "--bind-address=127.0.0.1".to_string(),
         // Without it kube-apiserver looks for a default-route interface, which sandboxes lack.
@@ -526,22 +480,12 @@ fn prepare(dir: PathBuf, bin_dir: PathBuf) -> Result<Prepared, Error> {
         format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
         format!("--api-audiences={SERVICE_ACCOUNT_ISSUER}"),
         format!("--service-account-key-file={}", paths.sa_pub.display()),
-        format!(
-            "--service-account-signing-key-file={}",
-            paths.sa_key.display()
-        ),
+        format!("--service-account-signing-key-file={}", paths.sa_key.display()),
         "--service-cluster-ip-range=10.0.0.0/24".to_string(),
         "--allow-privileged=true".to_string(),
         "--profiling=false".to_string(),
     ];
-    Ok(Prepared {
-        ca_path: paths.ca,
-        dir,
-        bin_dir,
-        pki,
-        admin_token,
-        common_apiserver_args,
-    })
+    Ok(Prepared { ca_path: paths.ca, dir, bin_dir, pki, admin_token, common_apiserver_args })
 }
 
 /// Three distinct free loopback ports. They are released before use, so another process may grab
@@ -561,9 +505,7 @@ fn free_ports() -> Result<[u16; 3], Error> {
 
 fn is_port_collision(e: &Error) -> bool {
     match e {
-        Error::Exited { tail, .. } | Error::NotReady { tail, .. } => {
-            tail.contains("address already in use")
-        }
+        Error::Exited { tail, .. } | Error::NotReady { tail, .. } => tail.contains("address already in use"),
         _ => false,
     }
 }
@@ -617,13 +559,8 @@ fn wait_apiserver_ready(
             return Err(proc.exited_error(status));
         }
         let probe = rt.block_on(async {
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .map_err(|e| e.to_string())?;
-            client
-                .request_text(request)
-                .await
-                .map_err(|e| e.to_string())
+            let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+            client.request_text(request).await.map_err(|e| e.to_string())
         });
         let last = match probe {
             Ok(_) => return Ok(()),
@@ -653,9 +590,7 @@ fn with_runtime<R: Send>(f: impl FnOnce(&tokio::runtime::Runtime) -> R + Send) -
                 .map_err(|e| Error::io("building tokio runtime", e))?;
             Ok(f(&rt))
         });
-        handle
-            .join()
-            .map_err(|_| Error::Unexpected("control-plane helper thread panicked".into()))?
+        handle.join().map_err(|_| Error::Unexpected("control-plane helper thread panicked".into()))?
     })
 }
 
@@ -672,22 +607,14 @@ fn random_hex(bytes: usize) -> Result<String, Error> {
 fn dns_label_prefix(prefix: &str) -> String {
     let mut out = String::new();
     for c in prefix.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
         if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
             out.push(c);
         }
     }
     out.truncate(40);
     let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() {
-        "ns".to_string()
-    } else {
-        out
-    }
+    if out.is_empty() { "ns".to_string() } else { out }
 }
 
 /// Removes temp dirs left by control planes of processes that no longer exist (SIGKILLed runs

@@ -88,10 +88,7 @@ pub fn managed_chart() -> CustomResourceDefinition {
         "ManagedChart",
         "managedcharts",
         schema,
-        &[
-            (".spec.paused", "Paused", "boolean"),
-            (".status.display.state", "State", "string"),
-        ],
+        &[(".spec.paused", "Paused", "boolean"), (".status.display.state", "State", "string")],
     ))
 }
 
@@ -111,80 +108,37 @@ fn switch_crd(group: &str, version: &str, kind: &str, plural: &str, switch: &str
         },
     });
     let column = format!(".spec.{switch}");
-    crd(
-        group,
-        version,
-        kind,
-        plural,
-        schema,
-        &[(&column, "Paused", "boolean")],
-    )
+    crd(group, version, kind, plural, schema, &[(&column, "Paused", "boolean")])
 }
 
 /// Fleet `Bundle` (`fleet.cattle.io/v1alpha1`), `spec.paused`.
 pub fn fleet_bundle() -> CustomResourceDefinition {
-    typed(switch_crd(
-        "fleet.cattle.io",
-        "v1alpha1",
-        "Bundle",
-        "bundles",
-        "paused",
-    ))
+    typed(switch_crd("fleet.cattle.io", "v1alpha1", "Bundle", "bundles", "paused"))
 }
 
 /// Fleet `GitRepo` (`fleet.cattle.io/v1alpha1`), `spec.paused`.
 pub fn fleet_git_repo() -> CustomResourceDefinition {
-    typed(switch_crd(
-        "fleet.cattle.io",
-        "v1alpha1",
-        "GitRepo",
-        "gitrepos",
-        "paused",
-    ))
+    typed(switch_crd("fleet.cattle.io", "v1alpha1", "GitRepo", "gitrepos", "paused"))
 }
 
 /// Fleet `Cluster` (`fleet.cattle.io/v1alpha1`), `spec.paused`.
 pub fn fleet_cluster() -> CustomResourceDefinition {
-    typed(switch_crd(
-        "fleet.cattle.io",
-        "v1alpha1",
-        "Cluster",
-        "clusters",
-        "paused",
-    ))
+    typed(switch_crd("fleet.cattle.io", "v1alpha1", "Cluster", "clusters", "paused"))
 }
 
 /// Cluster API `Cluster` (`cluster.x-k8s.io/v1beta1`, namespaced), `spec.paused`.
 pub fn capi_cluster() -> CustomResourceDefinition {
-    typed(switch_crd(
-        "cluster.x-k8s.io",
-        "v1beta1",
-        "Cluster",
-        "clusters",
-        "paused",
-    ))
+    typed(switch_crd("cluster.x-k8s.io", "v1beta1", "Cluster", "clusters", "paused"))
 }
 
 /// Flux `HelmRelease` (`helm.toolkit.fluxcd.io/v2`), `spec.suspend`.
 pub fn flux_helm_release() -> CustomResourceDefinition {
-    typed(switch_crd(
-        "helm.toolkit.fluxcd.io",
-        "v2",
-        "HelmRelease",
-        "helmreleases",
-        "suspend",
-    ))
+    typed(switch_crd("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases", "suspend"))
 }
 
 /// Flux `Kustomization` (`kustomize.toolkit.fluxcd.io/v1`), `spec.suspend`.
 pub fn flux_kustomization() -> CustomResourceDefinition {
-    typed(switch_crd(
-        "kustomize.toolkit.fluxcd.io",
-        "v1",
-        "Kustomization",
-        "kustomizations",
-        "suspend",
-    ))
+    typed(switch_crd("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations", "suspend"))
 }
 
 /// `ApiResource` of ManagedChart, for `Api<DynamicObject>`.
@@ -222,20 +176,11 @@ pub fn yaml() -> Result<String, Error> {
     Ok(out)
 }
 
-fn crd(
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-    schema: Value,
-    columns: &[(&str, &str, &str)],
-) -> Value {
+fn crd(group: &str, version: &str, kind: &str, plural: &str, schema: Value, columns: &[(&str, &str, &str)]) -> Value {
     let columns: Vec<Value> = columns
         .iter()
         .map(|(path, name, ty)| json!({ "name": name, "type": ty, "jsonPath": path }))
-        .chain(std::iter::once(
-            json!({ "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" }),
-        ))
+        .chain(std::iter::once(json!({ "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" })))
         .collect();
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -292,10 +237,7 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) -> Re
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::CrdNotEstablished {
-                name: name.to_string(),
-                timeout: ESTABLISH_TIMEOUT,
-            });
+            return Err(Error::CrdNotEstablished { name: name.to_string(), timeout: ESTABLISH_TIMEOUT });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -307,10 +249,7 @@ mod tests {
 
     #[test]
     fn crds_parse() {
-        let names: Vec<String> = all()
-            .into_iter()
-            .map(|c| c.metadata.name.unwrap_or_default())
-            .collect();
+        let names: Vec<String> = all().into_iter().map(|c| c.metadata.name.unwrap_or_default()).collect();
         assert_eq!(
             names,
             [
@@ -328,10 +267,7 @@ mod tests {
     #[test]
     fn yaml_lists_every_crd() {
         let text = yaml().unwrap();
-        assert_eq!(
-            text.matches("kind: CustomResourceDefinition").count(),
-            all().len()
-        );
+        assert_eq!(text.matches("kind: CustomResourceDefinition").count(), all().len());
         assert!(text.contains("x-kubernetes-preserve-unknown-fields: true"));
     }
 }

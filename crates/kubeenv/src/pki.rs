@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
 };
 
 use crate::Error;
@@ -58,28 +58,18 @@ impl Pki {
     pub fn generate() -> Result<Pki, Error> {
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "kubeenv-ca");
+        ca_params.distinguished_name.push(DnType::CommonName, "kubeenv-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, &ca_key);
 
         let serving_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let sans: Vec<String> = SERVING_SANS.iter().map(|s| s.to_string()).collect();
         let mut serving_params = CertificateParams::new(sans)?;
-        serving_params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        serving_params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        serving_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        serving_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         serving_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving_params.signed_by(&serving_key, &issuer)?;
 
@@ -96,8 +86,7 @@ impl Pki {
 
     /// Writes the PEM files into `dir` (created if missing).
     pub fn write_to(&self, dir: &Path) -> Result<PkiPaths, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let paths = PkiPaths {
             ca: dir.join("ca.crt"),
             serving_cert: dir.join("apiserver.crt"),
@@ -112,8 +101,7 @@ impl Pki {
             (&paths.sa_key, &self.sa_key_pem),
             (&paths.sa_pub, &self.sa_pub_pem),
         ] {
-            std::fs::write(path, pem)
-                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            std::fs::write(path, pem).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         }
         Ok(paths)
     }

@@ -52,8 +52,7 @@ fn spawn_from_spawner(command: Command) -> std::io::Result<Child> {
     spawner()?
         .send(SpawnRequest { command, reply })
         .map_err(|_| std::io::Error::other("kubeenv spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| std::io::Error::other("kubeenv spawner thread dropped the request"))?
+    rx.recv().map_err(|_| std::io::Error::other("kubeenv spawner thread dropped the request"))?
 }
 
 /// A control-plane process in its own process group, killed (group-wide) on drop.
@@ -66,12 +65,7 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Starts `program args…` with a parent-death SIGKILL, its own process group, and stdout and
     /// stderr appended to `log`.
-    pub fn spawn(
-        name: &'static str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-    ) -> Result<ManagedProcess, Error> {
+    pub fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<ManagedProcess, Error> {
         let open = || {
             OpenOptions::new()
                 .create(true)
@@ -94,11 +88,7 @@ impl ManagedProcess {
         let child = spawn_from_spawner(command)
             .map_err(|e| Error::io(format!("spawning {name} ({})", program.display()), e))?;
         tracing::debug!(name, pid = child.id(), log = %log.display(), "spawned");
-        Ok(ManagedProcess {
-            name,
-            child,
-            log: log.to_path_buf(),
-        })
+        Ok(ManagedProcess { name, child, log: log.to_path_buf() })
     }
 
     /// Process id (also the process group id).
@@ -113,9 +103,7 @@ impl ManagedProcess {
 
     /// `Some(status)` once the process has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
-        self.child
-            .try_wait()
-            .map_err(|e| Error::io(format!("waiting for {}", self.name), e))
+        self.child.try_wait().map_err(|e| Error::io(format!("waiting for {}", self.name), e))
     }
 
     /// The error to report when the process exited unexpectedly with `status`.
@@ -177,9 +165,7 @@ pub fn is_alive(pid: u32) -> bool {
         return false;
     };
     // State is the first field after the parenthesised command name (which may contain spaces).
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
     !matches!(state, Some("Z" | "X" | "x") | None)
 }
 

@@ -61,8 +61,7 @@ impl RancherStandIn {
     /// Starts the stand-in for `namespace`; must be called within a tokio runtime.
     pub fn spawn(client: kube::Client, namespace: &str) -> RancherStandIn {
         let modes = Arc::new(Mutex::new(Modes::default()));
-        let charts =
-            Api::namespaced_with(client.clone(), namespace, &crds::managed_chart_resource());
+        let charts = Api::namespaced_with(client.clone(), namespace, &crds::managed_chart_resource());
         let bundles = Api::namespaced_with(client, namespace, &crds::bundle_resource());
         let worker = Worker {
             namespace: namespace.to_string(),
@@ -71,11 +70,7 @@ impl RancherStandIn {
             modes: modes.clone(),
             first_seen: HashMap::new(),
         };
-        RancherStandIn {
-            namespace: namespace.to_string(),
-            modes,
-            task: Some(tokio::spawn(worker.run())),
-        }
+        RancherStandIn { namespace: namespace.to_string(), modes, task: Some(tokio::spawn(worker.run())) }
     }
 
     /// The namespace it watches.
@@ -163,17 +158,10 @@ impl Worker {
         };
         let generation = generation(chart);
         let status = chart.data.get("status");
-        let observed = status
-            .and_then(|s| s.get("observedGeneration"))
-            .and_then(Value::as_i64);
-        let conditions: Vec<Value> = status
-            .and_then(|s| s.get("conditions"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let ready = conditions
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let observed = status.and_then(|s| s.get("observedGeneration")).and_then(Value::as_i64);
+        let conditions: Vec<Value> =
+            status.and_then(|s| s.get("conditions")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
         let mode = lock(&self.modes).for_chart(&name);
         let stale = observed != Some(generation);
         let retry = !ready && mode != Mode::ChartVersionNotFound;
@@ -181,10 +169,7 @@ impl Worker {
             return Ok(());
         }
         if let Mode::Slow(delay) = mode {
-            let seen = *self
-                .first_seen
-                .entry((name.clone(), generation))
-                .or_insert_with(Instant::now);
+            let seen = *self.first_seen.entry((name.clone(), generation)).or_insert_with(Instant::now);
             if seen.elapsed() < delay {
                 return Ok(());
             }
@@ -228,13 +213,7 @@ impl Worker {
             }
         };
         // A merge patch on the status subresource, as a controller would send it.
-        self.charts
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
+        self.charts.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
         self.first_seen.remove(&(name, generation));
         Ok(())
     }
@@ -258,9 +237,7 @@ impl Worker {
             },
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        self.bundles
-            .patch(&name, &params, &Patch::Apply(bundle))
-            .await?;
+        self.bundles.patch(&name, &params, &Patch::Apply(bundle)).await?;
         Ok(())
     }
 }
@@ -270,14 +247,7 @@ fn generation(chart: &DynamicObject) -> i64 {
 }
 
 /// A condition, keeping the previous `lastTransitionTime` when its status did not change.
-fn condition(
-    previous: &[Value],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: &Value,
-) -> Value {
+fn condition(previous: &[Value], type_: &str, status: &str, reason: &str, message: &str, now: &Value) -> Value {
     let transition = previous
         .iter()
         .find(|c| c["type"] == type_ && c["status"] == status)

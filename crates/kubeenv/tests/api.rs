@@ -24,26 +24,18 @@ async fn service_account_needs_rbac_to_unpause() {
     let cp = ControlPlane::shared().unwrap();
     let ns = cp.namespace("rbac").await.unwrap();
     let admin = cp.admin_client().unwrap();
-    create_chart(&admin, &ns, "harvester", json!({ "paused": true }))
-        .await
-        .unwrap();
+    create_chart(&admin, &ns, "harvester", json!({ "paused": true })).await.unwrap();
 
     let sa = cp.service_account_client(&ns, "restorer").await.unwrap();
     let sa_charts = charts(&sa, &ns);
-    let denied = sa_charts
-        .patch("harvester", &PatchParams::default(), &unpause())
-        .await
-        .unwrap_err();
+    let denied = sa_charts.patch("harvester", &PatchParams::default(), &unpause()).await.unwrap_err();
     match denied {
         kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden")),
         other => panic!("expected 403, got {other:?}"),
     }
 
     let role = Role {
-        metadata: ObjectMeta {
-            name: Some("chart-restorer".into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some("chart-restorer".into()), ..Default::default() },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec!["management.cattle.io".into()]),
             resources: Some(vec!["managedcharts".into()]),
@@ -52,10 +44,7 @@ async fn service_account_needs_rbac_to_unpause() {
         }]),
     };
     let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("chart-restorer".into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some("chart-restorer".into()), ..Default::default() },
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
@@ -69,43 +58,26 @@ async fn service_account_needs_rbac_to_unpause() {
         }]),
     };
     let pp = PostParams::default();
-    Api::<Role>::namespaced(admin.clone(), &ns)
-        .create(&pp, &role)
-        .await
-        .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
-        .create(&pp, &binding)
-        .await
-        .unwrap();
+    Api::<Role>::namespaced(admin.clone(), &ns).create(&pp, &role).await.unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns).create(&pp, &binding).await.unwrap();
 
     // The RBAC authorizer sees new bindings through an informer: allow it a moment.
     eventually("patch allowed by the new Role", WAIT, || async {
-        sa_charts
-            .patch("harvester", &PatchParams::default(), &unpause())
-            .await
-            .ok()
+        sa_charts.patch("harvester", &PatchParams::default(), &unpause()).await.ok()
     })
     .await;
     let stored = charts(&admin, &ns).get("harvester").await.unwrap();
     assert_eq!(stored.data["spec"]["paused"], json!(false));
 
     // The written kubeconfig authenticates as the same ServiceAccount.
-    let path = cp
-        .service_account_kubeconfig(&ns, "restorer")
-        .await
-        .unwrap();
+    let path = cp.service_account_kubeconfig(&ns, "restorer").await.unwrap();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     assert_eq!(config.default_namespace, ns);
     let from_file = kube::Client::try_from(config).unwrap();
     charts(&from_file, &ns).get("harvester").await.unwrap();
     let list = charts(&from_file, &ns).list(&Default::default()).await;
-    assert!(
-        matches!(list, Err(kube::Error::Api(ref s)) if s.code == 403),
-        "list is not granted: {list:?}"
-    );
+    assert!(matches!(list, Err(kube::Error::Api(ref s)) if s.code == 403), "list is not granted: {list:?}");
 }
 
 #[tokio::test]
@@ -115,21 +87,13 @@ async fn schema_violations_are_rejected_with_422() {
     let admin = cp.admin_client().unwrap();
     for (name, spec, field) in [
         ("bad-paused", json!({ "paused": "yes" }), "spec.paused"),
-        (
-            "bad-timeout",
-            json!({ "timeoutSeconds": "30" }),
-            "spec.timeoutSeconds",
-        ),
+        ("bad-timeout", json!({ "timeoutSeconds": "30" }), "spec.timeoutSeconds"),
     ] {
         let err = create_chart(&admin, &ns, name, spec).await.unwrap_err();
         match err {
             kube::Error::Api(s) => {
                 assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{s:?}");
-                assert!(
-                    s.message.contains(field),
-                    "{field} not named in {:?}",
-                    s.message
-                );
+                assert!(s.message.contains(field), "{field} not named in {:?}", s.message);
             }
             other => panic!("expected 422, got {other:?}"),
         }
@@ -144,9 +108,7 @@ async fn schema_violations_are_rejected_with_422() {
         "rolloutStrategy": { "maxUnavailable": "10%" },
         "targets": [{ "clusterName": "local" }],
     });
-    let stored = create_chart(&admin, &ns, "good", spec.clone())
-        .await
-        .unwrap();
+    let stored = create_chart(&admin, &ns, "good", spec.clone()).await.unwrap();
     assert_eq!(stored.data["spec"], spec);
 }
 
@@ -161,10 +123,7 @@ async fn stand_in_normal_mirrors_paused_into_bundle() {
 
     for paused in [true, false] {
         if !paused {
-            charts(&admin, &ns)
-                .patch("harvester", &PatchParams::default(), &unpause())
-                .await
-                .unwrap();
+            charts(&admin, &ns).patch("harvester", &PatchParams::default(), &unpause()).await.unwrap();
         }
         let chart = eventually("chart reconciled", WAIT, || async {
             let c = charts(&admin, &ns).get("harvester").await.ok()?;
@@ -198,10 +157,7 @@ async fn stand_in_chart_version_not_found_keeps_bundle_paused() {
     .await;
 
     rancher.set_chart_mode("harvester", Mode::ChartVersionNotFound);
-    charts(&admin, &ns)
-        .patch("harvester", &PatchParams::default(), &unpause())
-        .await
-        .unwrap();
+    charts(&admin, &ns).patch("harvester", &PatchParams::default(), &unpause()).await.unwrap();
     let chart = eventually("failed reconcile", WAIT, || async {
         let c = charts(&admin, &ns).get("harvester").await.ok()?;
         observed(&c).then_some(c)
@@ -209,17 +165,10 @@ async fn stand_in_chart_version_not_found_keeps_bundle_paused() {
     .await;
     let ready = condition(&chart, "Ready").unwrap();
     assert_eq!(ready["status"], "False");
-    assert_eq!(
-        ready["message"],
-        "no chart version found for harvester-1.5.0"
-    );
+    assert_eq!(ready["message"], "no chart version found for harvester-1.5.0");
     assert_eq!(chart.data["spec"]["paused"], json!(false));
     let bundle = bundles(&admin, &ns).get("mcc-harvester").await.unwrap();
-    assert_eq!(
-        bundle.data["spec"]["paused"],
-        json!(true),
-        "bundle must stay paused"
-    );
+    assert_eq!(bundle.data["spec"]["paused"], json!(true), "bundle must stay paused");
 
     // Once the chart can be fetched again, the periodic retry unpauses the Bundle.
     rancher.clear_chart_mode("harvester");
@@ -242,16 +191,10 @@ async fn stand_in_slow_mode_delays_reconcile() {
     let delay = Duration::from_millis(1500);
     rancher.set_mode(Mode::Slow(delay));
     let created = Instant::now();
-    create_chart(&admin, &ns, "harvester", json!({ "paused": false }))
-        .await
-        .unwrap();
+    create_chart(&admin, &ns, "harvester", json!({ "paused": false })).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let early = charts(&admin, &ns).get("harvester").await.unwrap();
-    assert!(
-        !observed(&early),
-        "reconciled too early: {:?}",
-        early.data["status"]
-    );
+    assert!(!observed(&early), "reconciled too early: {:?}", early.data["status"]);
     eventually("slow reconcile", WAIT, || async {
         let c = charts(&admin, &ns).get("harvester").await.ok()?;
         observed(&c).then_some(())

@@ -20,10 +20,7 @@ const PIDS_LINE: &str = "KUBEENV_CHILD";
 fn wait_all_dead(pids: &[u32], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while pids.iter().any(|&p| is_alive(p)) {
-        assert!(
-            Instant::now() < deadline,
-            "still alive after {timeout:?}: {pids:?}"
-        );
+        assert!(Instant::now() < deadline, "still alive after {timeout:?}: {pids:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -35,10 +32,7 @@ fn drop_kills_processes_and_removes_dir() {
     let dir = cp.dir().to_path_buf();
     assert_eq!(pids.len(), 2);
     assert!(pids.iter().all(|&p| is_alive(p)));
-    eprintln!(
-        "separate control plane started in {:?}",
-        cp.startup_duration()
-    );
+    eprintln!("separate control plane started in {:?}", cp.startup_duration());
     drop(cp);
     // Drop waits for the processes, so they are gone right away.
     wait_all_dead(&pids, Duration::ZERO);
@@ -53,15 +47,10 @@ fn child_holds_control_plane() {
     }
     // Started from a thread that ends right away: the children must outlive it and die only
     // with the process.
-    std::thread::spawn(|| ControlPlane::shared().map(|_| ()).unwrap())
-        .join()
-        .unwrap();
+    std::thread::spawn(|| ControlPlane::shared().map(|_| ()).unwrap()).join().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let cp = ControlPlane::shared().unwrap();
-    assert!(
-        cp.pids().iter().all(|&p| is_alive(p)),
-        "died with the starting thread"
-    );
+    assert!(cp.pids().iter().all(|&p| is_alive(p)), "died with the starting thread");
     let pids: Vec<String> = cp.pids().iter().map(u32::to_string).collect();
     println!("{PIDS_LINE} {} {}", cp.dir().display(), pids.join(" "));
     std::thread::sleep(Duration::from_secs(300));
@@ -105,9 +94,7 @@ async fn apiserver_restart_keeps_data() {
     let cp = ControlPlane::shared().unwrap();
     let ns = cp.namespace("restart").await.unwrap();
     let admin = cp.admin_client().unwrap();
-    create_chart(&admin, &ns, "harvester", json!({ "paused": true }))
-        .await
-        .unwrap();
+    create_chart(&admin, &ns, "harvester", json!({ "paused": true })).await.unwrap();
     let before = cp.pids();
 
     cp.stop_apiserver().unwrap();
@@ -129,8 +116,5 @@ async fn apiserver_restart_keeps_data() {
     let chart = charts(&admin, &ns).get("harvester").await.unwrap();
     assert_eq!(chart.data["spec"]["paused"], json!(true));
     cp.restart_apiserver().unwrap();
-    charts(&cp.admin_client().unwrap(), &ns)
-        .get("harvester")
-        .await
-        .unwrap();
+    charts(&cp.admin_client().unwrap(), &ns).get("harvester").await.unwrap();
 }

@@ -9,9 +9,7 @@ fn main() -> std::process::ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
     let result = match command.as_str() {
         "up" => up(),
-        "crds" => crds::yaml()
-            .map(|yaml| print!("{yaml}"))
-            .map_err(|e| e.to_string()),
+        "crds" => crds::yaml().map(|yaml| print!("{yaml}")).map_err(|e| e.to_string()),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -31,12 +29,8 @@ fn up() -> Result<(), String> {
     println!("# server {}  pids {:?}", cp.server_url(), cp.pids());
     println!("# logs   {}", cp.dir().display());
     println!("# Ctrl-C to stop");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(tokio::signal::ctrl_c())
-        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(tokio::signal::ctrl_c()).map_err(|e| e.to_string())?;
     // Dropping `cp` stops both processes and removes the temp dir.
     drop(cp);
     Ok(())

@@ -36,9 +36,7 @@ pub async fn create_chart(
     name: &str,
     spec: Value,
 ) -> Result<DynamicObject, kube::Error> {
-    charts(client, ns)
-        .create(&PostParams::default(), &chart_object(ns, name, spec))
-        .await
+    charts(client, ns).create(&PostParams::default(), &chart_object(ns, name, spec)).await
 }
 
 /// Polls `probe` every 50 ms until it yields `Some`, panicking with `what` after `timeout`.
@@ -52,21 +50,14 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// The condition of `type_` in a ManagedChart's status, if any.
 pub fn condition(chart: &DynamicObject, type_: &str) -> Option<Value> {
-    chart.data["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
+    chart.data["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
 }
 
 /// Whether the chart's status reflects its current generation.
