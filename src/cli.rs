@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// Create Kubernetes Events on the ledger and on every object touched.
     #[arg(long, env = "PAUSE_LEDGER_EVENTS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub events: bool,
+    /// At most this many Normal per-object Events (Restored, Paused) per run; Warnings are
+    /// always created. Keeps a run over thousands of objects from flooding etcd with Events.
+    #[arg(long, env = "PAUSE_LEDGER_MAX_OBJECT_EVENTS", default_value_t = 100)]
+    pub max_object_events: usize,
 }
 
 /// Verification after restore.

@@ -14,6 +14,7 @@ pub mod kube_access;
 pub mod ledger;
 pub mod ownership;
 pub mod plan;
+pub mod prefetch;
 pub mod preset;
 pub mod record;
 pub mod report;

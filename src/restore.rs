@@ -16,6 +16,7 @@ use crate::kube_access::{Access, ApiError};
 use crate::ledger::{Entry, Ownership};
 use crate::ownership::{Decision, decide, pause_state};
 use crate::plan::{Plan, Step};
+use crate::prefetch::prefetch;
 use crate::report::{Cause, EntryReport, Outcome};
 use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
 
@@ -71,9 +72,11 @@ impl Engine {
                 continue;
             }
             tracing::debug!(order = wave.order, entries = wave.steps.len(), "restoring wave");
+            let snapshot = prefetch(&self.access, &wave.steps, &self.opts.policy, self.opts.deadline).await;
+            let snapshot = &snapshot;
             // Unordered so one slow entry does not hold a slot; sorted back to ledger order.
             let mut results: Vec<(usize, EntryReport)> = futures::stream::iter(wave.steps.iter().enumerate())
-                .map(|(i, s)| async move { (i, self.settle(s).await) })
+                .map(|(i, s)| async move { (i, self.settle(s, snapshot.take(&s.entry.object)).await) })
                 .buffer_unordered(self.opts.concurrency.max(1))
                 .collect()
                 .await;
@@ -94,7 +97,7 @@ impl Engine {
     }
 
     /// One entry, bounded by cancellation (with grace) and the deadline.
-    async fn settle(&self, step: &Step) -> EntryReport {
+    async fn settle(&self, step: &Step, listed: Option<Option<Value>>) -> EntryReport {
         let entry = &step.entry;
         if self.cancel.is_cancelled() {
             let r = skipped(entry, Cause::Terminated, "not attempted: terminated".into());
@@ -109,7 +112,7 @@ impl Engine {
         let started = Instant::now();
         let started_at = Timestamp::now();
         let budget = Budget::new(self.opts.policy.max_attempts, self.opts.deadline);
-        let work = self.restore_one(step, &budget);
+        let work = self.restore_one(step, &budget, listed);
         tokio::pin!(work);
         let Settled { outcome, error, cause, detail, generation, uid } = tokio::select! {
             r = &mut work => r,
@@ -140,7 +143,9 @@ impl Engine {
     }
 
     /// get → decide → patch, again after a failed `test` while the budget lasts.
-    pub(crate) async fn restore_one(&self, step: &Step, budget: &Budget) -> Settled {
+    /// `listed`: the object as a bulk read saw it (see [`crate::prefetch`]), used instead of the
+    /// first GET.
+    pub(crate) async fn restore_one(&self, step: &Step, budget: &Budget, mut listed: Option<Option<Value>>) -> Settled {
         let entry = &step.entry;
         let target = entry.object.to_string();
         let path = Access::path(&step.resolved, &entry.object);
@@ -148,7 +153,12 @@ impl Engine {
         // Set when a patch got no answer: the server may or may not have applied it.
         let ambiguous = AtomicBool::new(false);
         loop {
-            let got = with_retry(&o.policy, budget, &format!("get {target}"), || self.access.get(&target, &path)).await;
+            let got = match listed.take() {
+                Some(obj) => Ok(obj),
+                None => {
+                    with_retry(&o.policy, budget, &format!("get {target}"), || self.access.get(&target, &path)).await
+                }
+            };
             let obj: Value = match got {
                 Ok(Some(v)) => v,
                 Ok(None) => return Settled::new(Outcome::Gone).detail("object no longer exists"),

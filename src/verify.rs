@@ -208,7 +208,7 @@ impl Engine {
                 Decision::Restore { .. } => {
                     tracing::warn!(object = %o, "paused again by this upgrade after restore; restoring again");
                     let budget = Budget::new(opts.policy.max_attempts, opts.deadline);
-                    let again = self.restore_one(step, &budget).await;
+                    let again = self.restore_one(step, &budget, None).await;
                     r.attempts += budget.used();
                     if again.outcome != Outcome::Restored && again.outcome != Outcome::AlreadyRunning {
                         r.outcome = again.outcome;

@@ -332,3 +332,37 @@ async fn status_command_shows_ledger_and_live_state() {
     assert!(table.stdout.contains("status Done"), "{}", table.stdout);
     assert!(table.stdout.contains("restored"), "{}", table.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_ledgers_are_read_in_bulk_when_list_is_allowed() {
+    let ns = namespace("bulk").await;
+    let names: Vec<String> = (0..40).map(|i| format!("b-{i:02}")).collect();
+    create_charts(&ns, &names).await;
+    for n in &names {
+        pause_as_upgrade(&ns, n, UPGRADE).await;
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ledger_yaml = full_ledger(&ns, &refs);
+    let ledger = format!("{ns}/pause-ledger");
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger_yaml)]).await;
+
+    // Without `list` (the chart's default RBAC) every entry is read on its own: GET + PATCH.
+    let no_list = service_account_with(&ns, "no-list", restore_rules("pause-ledger", &["get", "patch"])).await;
+    let r = run_as(&no_list, &["restore", "--ledger", &ledger, "-o", "json", "--events=false"]).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(r.json()["summary"]["restored"], 40);
+    let per_entry = r.json()["requests"].as_u64().unwrap();
+    assert!(per_entry >= 80, "{per_entry} requests");
+
+    for n in &names {
+        pause_as_upgrade(&ns, n, UPGRADE).await;
+    }
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger_yaml)]).await;
+    let with_list =
+        service_account_with(&ns, "with-list", restore_rules("pause-ledger", &["get", "list", "patch"])).await;
+    let r = run_as(&with_list, &["restore", "--ledger", &ledger, "-o", "json", "--events=false"]).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(r.json()["summary"]["restored"], 40);
+    let bulk = r.json()["requests"].as_u64().unwrap();
+    assert!(bulk <= 40 + 8, "{bulk} requests: one LIST should replace the GETs");
+}

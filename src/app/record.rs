@@ -96,9 +96,12 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
         failed.len(),
     );
     let events = Recorder::new(run.access.clone(), run.args.events && !run.args.dry_run);
+    let mut normal = 0;
     for r in &results {
         match r.outcome {
+            RecordOutcome::Paused if normal >= run.args.max_object_events => {}
             RecordOutcome::Paused => {
+                normal += 1;
                 let m =
                     format!("paused by upgrade {} (annotation {})", args.upgrade, crate::ownership::MARK_ANNOTATION);
                 events.emit(&r.object, r.uid.as_deref(), Reason::Paused, &m).await;

@@ -252,16 +252,25 @@ async fn execute(
         poll: Duration::from_millis(250),
     };
     engine.verify(plan, &mut results, &v).await;
-    emit_entry_events(events, &results, restored).await;
+    emit_entry_events(events, &results, restored, run.args.max_object_events).await;
     results
 }
 
-async fn emit_entry_events(events: &Recorder, results: &[EntryReport], restored: Reason) {
+async fn emit_entry_events(events: &Recorder, results: &[EntryReport], restored: Reason, max_normal: usize) {
+    let normal = std::sync::atomic::AtomicUsize::new(0);
+    let normal = &normal;
     futures::stream::iter(results)
         .for_each_concurrent(16, |r| async move {
             let uid = r.uid.as_deref();
             let msg = |m: &str| m.to_string();
             let emitted: Option<(Reason, String)> = match r.outcome {
+                // Warnings are always worth an Event; routine ones are capped.
+                Outcome::Restored
+                    if restored == Reason::Restored
+                        && normal.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= max_normal =>
+                {
+                    None
+                }
                 Outcome::Restored => Some((restored, format!("{} set to false by pause-ledger", r.field))),
                 Outcome::Failed => Some((Reason::RestoreFailed, msg(r.error.as_deref().unwrap_or("failed")))),
                 Outcome::NotPropagated => Some((Reason::NotPropagated, msg(r.error.as_deref().unwrap_or("")))),
