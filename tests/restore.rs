@@ -366,3 +366,33 @@ async fn large_ledgers_are_read_in_bulk_when_list_is_allowed() {
     let bulk = r.json()["requests"].as_u64().unwrap();
     assert!(bulk <= 40 + 8, "{bulk} requests: one LIST should replace the GETs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_flag_selects_the_kubeconfig_context() {
+    let ns = namespace("context").await;
+    create_chart(&ns, "harvester").await;
+    pause_as_upgrade(&ns, "harvester", UPGRADE).await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["harvester"]))]).await;
+    // The current context points nowhere; only --context reaches the cluster.
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "broken",
+        "clusters": [
+            {"name": "real", "cluster": {"server": cp().server_url(), "certificate-authority": cp().ca_path()}},
+            {"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority": cp().ca_path()}},
+        ],
+        "users": [{"name": "admin", "user": {"token": cp().admin_token()}}],
+        "contexts": [
+            {"name": "broken", "context": {"cluster": "nowhere", "user": "admin"}},
+            {"name": "good", "context": {"cluster": "real", "user": "admin"}},
+        ],
+    });
+    let path = std::env::temp_dir().join(format!("pl-context-{ns}.json"));
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    let ledger = format!("{ns}/pause-ledger");
+    let broken = run_as(&path, &["restore", "--ledger", &ledger, "--timeout", "3s"]).await;
+    assert_ne!(broken.code, 0, "{broken:#?}");
+    assert!(paused(&ns, "harvester").await);
+    let good = run_as(&path, &["restore", "--ledger", &ledger, "--context", "good", "-o", "json"]).await;
+    assert_eq!(good.code, 0, "{good:#?}");
+    assert!(!paused(&ns, "harvester").await);
+}
