@@ -270,33 +270,8 @@ impl Access {
         field_manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let mut uri = format!("{path}?fieldManager={}", urlencode(field_manager));
-        if dry_run {
-            uri.push_str("&dryRun=All");
-        }
-        let body = serde_json::to_vec(patch).map_err(|e| ApiError::Decode {
-            verb: Verb::Patch,
-            target: target.to_string(),
-            message: e.to_string(),
-        })?;
-        self.request(Verb::Patch, target, Method::PATCH, &uri, Some(("application/json-patch+json", body))).await
-    }
-
-    /// A JSON merge patch (for status/ConfigMap writes that need no test operations).
-    pub async fn merge_patch(
-        &self,
-        target: &str,
-        path: &str,
-        patch: &Value,
-        field_manager: &str,
-    ) -> Result<Value, ApiError> {
-        let uri = format!("{path}?fieldManager={}", urlencode(field_manager));
-        let body = serde_json::to_vec(patch).map_err(|e| ApiError::Decode {
-            verb: Verb::Patch,
-            target: target.to_string(),
-            message: e.to_string(),
-        })?;
-        self.request(Verb::Patch, target, Method::PATCH, &uri, Some(("application/merge-patch+json", body))).await
+        let write = Write { verb: Verb::Patch, method: Method::PATCH, content_type: "application/json-patch+json" };
+        self.write(write, target, path, patch, field_manager, dry_run).await
     }
 
     /// POST an object to a collection path.
@@ -308,16 +283,29 @@ impl Access {
         field_manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let mut uri = format!("{collection}?fieldManager={}", urlencode(field_manager));
+        let write = Write { verb: Verb::Create, method: Method::POST, content_type: "application/json" };
+        self.write(write, target, collection, obj, field_manager, dry_run).await
+    }
+
+    async fn write(
+        &self,
+        w: Write,
+        target: &str,
+        path: &str,
+        body: &Value,
+        field_manager: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut uri = format!("{path}?fieldManager={}", urlencode(field_manager));
         if dry_run {
             uri.push_str("&dryRun=All");
         }
-        let body = serde_json::to_vec(obj).map_err(|e| ApiError::Decode {
-            verb: Verb::Create,
+        let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Decode {
+            verb: w.verb,
             target: target.to_string(),
             message: e.to_string(),
         })?;
-        self.request(Verb::Create, target, Method::POST, &uri, Some(("application/json", body))).await
+        self.request(w.verb, target, w.method, &uri, Some((w.content_type, bytes))).await
     }
 
     /// Resolve a kind through discovery; `Ok(None)` when the server does not serve it.
@@ -354,6 +342,21 @@ impl Access {
             })
         }))
     }
+}
+
+/// How a write is sent.
+struct Write {
+    verb: Verb,
+    method: Method,
+    content_type: &'static str,
+}
+
+/// A ConfigMap's `data` as strings (non-string values, which the API never returns, are skipped).
+pub fn configmap_data(cm: &Value) -> std::collections::BTreeMap<String, String> {
+    cm.get("data")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
 }
 
 /// The URL path for a resource collection or object.

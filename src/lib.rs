@@ -4,6 +4,7 @@
 //! [`restore`] (decide with [`ownership`], patch through [`kube_access`], retry per [`retry`])
 //! → [`report`] outcomes → [`status`] written back. [`app`] wires the commands; [`cli`] parses.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod cli;

@@ -297,11 +297,7 @@ async fn read_existing(
         return Ok(None);
     };
     let rv = cm.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut data: BTreeMap<String, String> = cm
-        .get("data")
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default();
+    let mut data = crate::kube_access::configmap_data(&cm);
     let status_text = data.remove(ledger::STATUS_KEY);
     if data.is_empty() {
         return Ok(Some(Existing { rv, ledger: None }));

@@ -11,21 +11,12 @@ use fault_proxy::{FaultProxy, Faults};
 use support::*;
 
 fn proxy(faults: Faults) -> (FaultProxy, std::path::PathBuf) {
-    let cp = cp();
-    let p = FaultProxy::start(cp.server_url(), cp.ca_pem(), faults).expect("proxy starts");
-    let dir = std::env::temp_dir().join(format!("pl-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = p.write_kubeconfig(&dir, cp.admin_token()).expect("kubeconfig");
-    (p, kubeconfig)
+    proxied(faults)
 }
 
 async fn seed(prefix: &str, n: usize) -> (String, Vec<String>) {
     let ns = namespace(prefix).await;
-    let names: Vec<String> = (0..n).map(|i| format!("chart-{i:03}")).collect();
-    create_charts(&ns, &names).await;
-    for n in &names {
-        pause_as_upgrade(&ns, n, UPGRADE).await;
-    }
+    let (names, _) = seed_paused(&ns, "chart", n).await;
     // A decoy an administrator paused by hand: must stay paused whatever the faults.
     create_chart(&ns, "decoy").await;
     set_paused_by_hand(&ns, "decoy", true).await;

@@ -120,22 +120,7 @@ async fn a_record_killed_mid_way_loses_no_pause() {
     let names: Vec<String> = (0..40).map(|i| format!("r-{i:02}")).collect();
     create_charts(&ns, &names).await;
     set_paused_by_hand(&ns, "r-39", true).await;
-    let proxy = fault_proxy::FaultProxy::start(
-        cp().server_url(),
-        cp().ca_pem(),
-        fault_proxy::Faults {
-            seed: 9,
-            latency_rate: 1.0,
-            latency_min: Duration::from_millis(40),
-            latency_max: Duration::from_millis(60),
-            path_filter: Some("managedcharts".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("pl-record-crash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let slow = proxy.write_kubeconfig(&dir, cp().admin_token()).unwrap();
+    let (_proxy, slow) = slowed("managedcharts");
     let ledger = format!("{ns}/pause-ledger");
     let mut args = vec![
         "record",
@@ -150,10 +135,7 @@ async fn a_record_killed_mid_way_loses_no_pause() {
     ];
     args.extend(names.iter().map(String::as_str));
     let mut child = command(&slow, &args).spawn().unwrap();
-    let count_paused = || async {
-        let list = charts(&ns).list(&ListParams::default()).await.unwrap();
-        list.items.iter().filter(|c| c.data.pointer("/spec/paused") == Some(&Value::Bool(true))).count()
-    };
+    let count_paused = || count_paused(&ns);
     eventually(Duration::from_secs(60), "some pauses", || async { count_paused().await >= 6 }).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();

@@ -212,14 +212,7 @@ async fn missing_ledger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_restores_restore_each_entry_once() {
     let ns = namespace("concurrent").await;
-    let names: Vec<String> = (0..60).map(|i| format!("chart-{i:03}")).collect();
-    create_charts(&ns, &names).await;
-    for n in &names {
-        pause_as_upgrade(&ns, n, UPGRADE).await;
-    }
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &refs))]).await;
-    let ledger = format!("{ns}/pause-ledger");
+    let (names, ledger) = seed_paused(&ns, "chart", 60).await;
     let args = ["restore", "--ledger", &ledger, "-o", "json", "--concurrency", "4"];
     let (a, b) = tokio::join!(run(&args), run(&args));
     assert_eq!(a.code, 0, "{a:#?}");
@@ -239,35 +232,10 @@ async fn concurrent_restores_restore_each_entry_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_run_converges_on_rerun_and_sigterm_writes_status() {
     let ns = namespace("killed").await;
-    let names: Vec<String> = (0..60).map(|i| format!("c-{i:03}")).collect();
-    create_charts(&ns, &names).await;
-    for n in &names {
-        pause_as_upgrade(&ns, n, UPGRADE).await;
-    }
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &refs))]).await;
-    let ledger = format!("{ns}/pause-ledger");
-    let count_paused = || async {
-        let list = charts(&ns).list(&Default::default()).await.unwrap();
-        list.items.iter().filter(|c| c.data.pointer("/spec/paused") == Some(&Value::Bool(true))).count()
-    };
+    let (names, ledger) = seed_paused(&ns, "c", 60).await;
+    let count_paused = || count_paused(&ns);
     // Slow every chart request down (no errors) so the runs can be interrupted mid-way.
-    let proxy = fault_proxy::FaultProxy::start(
-        cp().server_url(),
-        cp().ca_pem(),
-        fault_proxy::Faults {
-            seed: 5,
-            latency_rate: 1.0,
-            latency_min: Duration::from_millis(40),
-            latency_max: Duration::from_millis(60),
-            path_filter: Some("managedcharts".into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("pl-killed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let slow = proxy.write_kubeconfig(&dir, cp().admin_token()).unwrap();
+    let (_proxy, slow) = slowed("managedcharts");
     let args = ["restore", "--ledger", ledger.as_str(), "--concurrency", "1", "-o", "json"];
 
     // SIGKILL once some, not all, are restored.
@@ -336,15 +304,8 @@ async fn status_command_shows_ledger_and_live_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_ledgers_are_read_in_bulk_when_list_is_allowed() {
     let ns = namespace("bulk").await;
-    let names: Vec<String> = (0..40).map(|i| format!("b-{i:02}")).collect();
-    create_charts(&ns, &names).await;
-    for n in &names {
-        pause_as_upgrade(&ns, n, UPGRADE).await;
-    }
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ledger_yaml = full_ledger(&ns, &refs);
-    let ledger = format!("{ns}/pause-ledger");
-    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger_yaml)]).await;
+    let (names, ledger) = seed_paused(&ns, "b", 40).await;
+    let ledger_yaml = ledger_data(&ns, "pause-ledger").await["ledger.yaml"].clone();
 
     // Without `list` (the chart's default RBAC) every entry is read on its own: GET + PATCH.
     let no_list = service_account_with(&ns, "no-list", restore_rules("pause-ledger", &["get", "patch"])).await;

@@ -20,7 +20,7 @@ pub use restore::{rescue, restore};
 
 use crate::cli::{LedgerRef, Output, ProgressMode, RunArgs};
 use crate::exit::Exit;
-use crate::kube_access::{Access, ApiError, configmap_path};
+use crate::kube_access::{Access, ApiError, configmap_data, configmap_path};
 use crate::ledger;
 use crate::report::{self, EntryReport, Report};
 use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
@@ -40,11 +40,7 @@ async fn read_ledger_data(
     let budget = Budget::new(policy.max_attempts, deadline);
     let cm = with_retry(policy, &budget, &format!("get {target}"), || access.get(&target, &path)).await?;
     Ok(cm.map(|cm| {
-        let mut data: BTreeMap<String, String> = cm
-            .get("data")
-            .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-            .unwrap_or_default();
+        let mut data = configmap_data(&cm);
         let status = data.remove(ledger::STATUS_KEY);
         let uid = cm.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
         (data, status, uid)

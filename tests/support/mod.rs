@@ -254,3 +254,43 @@ where
     }
     panic!("timed out waiting for {what}");
 }
+
+/// `n` charts `<prefix>-NNN` in `ns`, created, paused by the upgrade, and listed in ledger
+/// `ns/pause-ledger`. Returns the names and the ledger reference.
+pub async fn seed_paused(ns: &str, prefix: &str, n: usize) -> (Vec<String>, String) {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    create_charts(ns, &names).await;
+    for name in &names {
+        pause_as_upgrade(ns, name, UPGRADE).await;
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    write_ledger(ns, "pause-ledger", &[("ledger.yaml", &full_ledger(ns, &refs))]).await;
+    (names, format!("{ns}/pause-ledger"))
+}
+
+/// How many ManagedCharts in `ns` are paused.
+pub async fn count_paused(ns: &str) -> usize {
+    let list = charts(ns).list(&Default::default()).await.expect("list charts");
+    list.items.iter().filter(|c| c.data.pointer("/spec/paused") == Some(&Value::Bool(true))).count()
+}
+
+/// A loopback fault proxy in front of the shared API server and an admin kubeconfig through it.
+pub fn proxied(faults: fault_proxy::Faults) -> (fault_proxy::FaultProxy, PathBuf) {
+    let proxy = fault_proxy::FaultProxy::start(cp().server_url(), cp().ca_pem(), faults).expect("proxy starts");
+    let dir = std::env::temp_dir().join(format!("pl-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("proxy dir");
+    let kubeconfig = proxy.write_kubeconfig(&dir, cp().admin_token()).expect("proxy kubeconfig");
+    (proxy, kubeconfig)
+}
+
+/// Every request whose path contains `filter` delayed by 40-60 ms, so runs can be interrupted.
+pub fn slowed(filter: &str) -> (fault_proxy::FaultProxy, PathBuf) {
+    proxied(fault_proxy::Faults {
+        seed: 5,
+        latency_rate: 1.0,
+        latency_min: Duration::from_millis(40),
+        latency_max: Duration::from_millis(60),
+        path_filter: Some(filter.into()),
+        ..Default::default()
+    })
+}
