@@ -21,7 +21,7 @@ use crate::ownership::{Decision, decide, pause_state};
 use crate::plan::{Plan, Step};
 use crate::report::{Cause, EntryReport, Outcome};
 use crate::restore::Engine;
-use crate::retry::Budget;
+use crate::retry::{Budget, ErrorClass, classify};
 
 /// Verification settings.
 #[derive(Clone, Copy, Debug)]
@@ -129,11 +129,22 @@ impl Engine {
         let target = format!("Bundle {ns}/mcc-{}", o.name);
         let end = self.until(v.propagation_window);
         loop {
-            if let Some(b) = self.get(&target, &bundle).await
-                && b.pointer("/spec/paused").and_then(Value::as_bool) != Some(true)
-            {
-                r.propagated = Some(true);
-                return;
+            match self.access.get(&target, &bundle).await {
+                Ok(Some(b)) if b.pointer("/spec/paused").and_then(Value::as_bool) != Some(true) => {
+                    r.propagated = Some(true);
+                    return;
+                }
+                // Not a Rancher problem: say what is missing instead of waiting out the window.
+                Err(e) if classify(&e) == ErrorClass::Forbidden => {
+                    r.outcome = Outcome::NotPropagated;
+                    r.cause = Some(Cause::PermissionDenied);
+                    r.error = Some(format!(
+                        "unpaused, but propagation cannot be checked: missing RBAC verb \"get\" on resource \"bundles\" \
+                         (apiGroup \"fleet.cattle.io\") in namespace {ns}: {e}"
+                    ));
+                    return;
+                }
+                _ => {}
             }
             if Instant::now() + v.poll >= end || self.cancel.is_cancelled() {
                 break;

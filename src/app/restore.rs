@@ -90,6 +90,11 @@ pub async fn restore(args: &RestoreArgs, access: Access, cancel: CancellationTok
     let results = execute(&run, &ledger, &plan, &args.verify, &events, Reason::Restored).await;
     let mut exit = report::exit_for(&results);
     let mut message = summary_message(exit, &results);
+    if run.cancel.is_cancelled() && exit != Exit::Terminated {
+        // Entries settled, but a signal cut verification (or its guard) short.
+        exit = Exit::Terminated;
+        message = format!("terminated during verification; {message}");
+    }
     if !run.args.dry_run {
         // Its own budget; the deadline is the overall one, past the entries' deadline.
         let budget = Budget::new(run.policy.max_attempts, run.deadline);

@@ -25,7 +25,8 @@
 //! Differences from the real thing, on purpose: no Pod objects (so `kubectl logs` and Helm's
 //! hook-output-log-policy find nothing; the output is kept in [`Execution`]s instead), a 1 s
 //! retry back-off instead of 10 s doubling, no `onPodConditions` rules (no disruptions happen
-//! here), and one container per pod. Anything else the double cannot emulate (`valueFrom`,
+//! here), one container per pod, and scheduling fields (`nodeSelector`, `tolerations`,
+//! `affinity`, `priorityClassName`, `resources`) ignored, as there are no nodes. Anything else the double cannot emulate (`valueFrom`,
 //! `envFrom`, `$(VAR)` expansion, several containers) is refused as a runner error rather
 //! than approximated; tests assert there were none.
 //!

@@ -1,0 +1,1135 @@
+//! The Helm chart end to end: `helm lint`/`helm template` for several value sets, rendered
+//! manifests through the API server's validation (server-side dry run), and the real `helm`
+//! CLI installing, upgrading, rolling back and uninstalling releases whose hooks record and
+//! restore what an upgrade paused, on the real kube-apiserver; plus the chart's RBAC proven
+//! sufficient and minimal, and the manual-run recipe.
+//!
+//! Hook Jobs are executed by [`hook_runner::HookRunner`], a test double for the kubelet and the
+//! Job controller (which this control plane lacks), and Rancher's ManagedChart → Bundle
+//! propagation by `kubeenv::RancherStandIn` (also a test double). Everything else is real:
+//! Helm's hook ordering, weights and delete policies, the chart's RBAC as enforced by the API
+//! server, the ServiceAccount token the binary authenticates with, and the binary itself.
+#![forbid(unsafe_code)]
+
+#[path = "support/hook_runner.rs"]
+mod hook_runner;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hook_runner::{Execution, HookRunner, ImageConfig};
+use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
+use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::ApiResource;
+use kubeenv::RancherStandIn;
+use serde_json::{Value, json};
+use support::*;
+
+/// Helm's own per-call limit in these tests: far above what a hook needs here, well below
+/// Helm's 5-minute default so a broken double fails fast.
+const HELM_TIMEOUT: &str = "90s";
+/// Verification windows for the e2e runs: the Rancher stand-in mirrors an unpause within
+/// ~100 ms, and every second of --settle is a second of every restore.
+const VERIFY: &str = "propagationWindow: 5s, settle: 1s";
+
+/// The Job (and RBAC) name of `component` for release `release`.
+fn job_name(release: &str, component: &str) -> String {
+    format!("{release}-pause-ledger-{component}")
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart_dir() -> String {
+    repo().join("chart/pause-ledger").display().to_string()
+}
+
+/// A scratch dir for this test process (Helm's config/cache/data homes, values files).
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = cp().dir().join("helm-tests");
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    })
+}
+
+/// Output of a CLI run.
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs the pinned `helm` (built by tools/kubeenv/build.sh) against the test control plane,
+/// with its own config/cache/data homes so nothing of the user's Helm setup leaks in.
+async fn helm(args: &[&str]) -> Out {
+    let helm = cp().bin_dir().join("helm");
+    assert!(helm.is_file(), "{} missing: tools/kubeenv/build.sh builds it", helm.display());
+    let home = scratch().join("helm-home");
+    let out = tokio::process::Command::new(&helm)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(cp().kubeconfig_path())
+        .env_clear()
+        .env("HOME", &home)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run helm");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes a values file and returns its path.
+fn values_file(name: &str, yaml: &str) -> String {
+    let path = scratch().join(format!("{name}.values.yaml"));
+    std::fs::write(&path, yaml).expect("values file");
+    path.display().to_string()
+}
+
+/// Values for a release whose ledger and ManagedCharts live in `fleet`; `restore` adds keys to
+/// the `restore` block.
+fn release_values(fleet: &str, restore: &str) -> String {
+    format!(
+        "ledger: {{namespace: {fleet}, name: pause-ledger}}\n\
+         targets:\n  - {{apiGroup: management.cattle.io, resource: managedcharts, namespaces: [{fleet}]}}\n\
+         restore: {{output: json, {VERIFY}{restore}}}\n"
+    )
+}
+
+/// `helm template` → documents (empty ones dropped).
+async fn template(release: &str, ns: &str, extra: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let mut args = vec!["template", release, chart.as_str(), "-n", ns];
+    args.extend_from_slice(extra);
+    let out = helm(&args).await;
+    assert_eq!(out.code, 0, "helm template {extra:?}: {out:?}");
+    serde_saphyr::from_multiple::<Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{}", out.stdout))
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// The ApiResource of a kind the chart renders; any other kind is a test failure.
+fn resource_of(kind: &str) -> ApiResource {
+    match kind {
+        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
+        "Role" => ApiResource::erase::<Role>(&()),
+        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
+        "Job" => ApiResource::erase::<Job>(&()),
+        other => panic!("the chart renders an unexpected kind {other}"),
+    }
+}
+
+/// Creates rendered documents through the API (what `kubectl create -f` does), or only has the
+/// API server validate and admit them (`dryRun=All`).
+async fn create_docs(docs: &[Value], dry_run: bool) {
+    for doc in docs {
+        let kind = doc["kind"].as_str().expect("kind");
+        let ns = doc["metadata"]["namespace"].as_str().expect("every document names its namespace");
+        let api: Api<DynamicObject> = Api::namespaced_with(admin(), ns, &resource_of(kind));
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
+        if let Err(e) = api.create(&PostParams { dry_run, field_manager: None }, &obj).await {
+            panic!("API server rejected {kind} in {ns}: {e}\n{doc:#}");
+        }
+    }
+}
+
+fn hook_events(doc: &Value) -> BTreeSet<String> {
+    doc["metadata"]["annotations"]["helm.sh/hook"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a hook: {doc:#}"))
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+fn events(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn hook_weight(doc: &Value) -> i64 {
+    doc["metadata"]["annotations"]["helm.sh/hook-weight"]
+        .as_str()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no hook weight: {doc:#}"))
+}
+
+fn container(job: &Value) -> &Value {
+    &job["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env_of(job: &Value) -> BTreeMap<String, String> {
+    container(job)["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn docs_of<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, ns: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["namespace"] == ns && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {ns}/{name}"))
+}
+
+/// Invariants every rendering must hold: hooks with before-hook-creation, dependencies of each
+/// Job hooks of all its events with lower weights, no TTL, the deadlines in order, a hardened
+/// pod, narrow Roles.
+fn check_rendering(docs: &[Value], what: &str) {
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap();
+        resource_of(kind);
+        let plain_job = kind == "Job" && doc["metadata"]["labels"]["app.kubernetes.io/component"] == "rescue";
+        if !plain_job {
+            hook_events(doc);
+            let policy = doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"].as_str().unwrap_or_default();
+            assert!(
+                policy.split(',').any(|p| p == "before-hook-creation"),
+                "{what}: {kind} without before-hook-creation: {doc:#}"
+            );
+        }
+        match kind {
+            "ServiceAccount" => assert_eq!(doc["automountServiceAccountToken"], false, "{what}"),
+            "Role" => {
+                for rule in doc["rules"].as_array().expect("rules") {
+                    for v in rule["verbs"].as_array().unwrap() {
+                        assert!(["get", "patch", "create", "list"].contains(&v.as_str().unwrap()), "{what}: {rule}");
+                    }
+                    for field in ["apiGroups", "resources", "verbs"] {
+                        assert!(!rule[field].as_array().unwrap().contains(&json!("*")), "{what}: wildcard in {rule}");
+                    }
+                    if rule["resources"] == json!(["configmaps"]) && rule["verbs"] != json!(["create"]) {
+                        assert!(rule["resourceNames"].is_array(), "{what}: configmaps without resourceNames: {rule}");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for job in docs_of(docs, "Job") {
+        let component = job["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap();
+        if component != "rescue" {
+            let events = hook_events(job);
+            // Whatever the Job needs exists before it in every phase it runs in.
+            let suffix = format!("-{component}");
+            for dep in docs.iter().filter(|d| {
+                d["kind"] == "ServiceAccount"
+                    || (d["kind"] != "Job" && d["metadata"]["name"].as_str().unwrap().ends_with(&suffix))
+            }) {
+                assert!(
+                    hook_events(dep).is_superset(&events),
+                    "{what}: {} {} is not a hook of every event of the {component} Job",
+                    dep["kind"],
+                    dep["metadata"]["name"]
+                );
+                assert!(hook_weight(dep) < hook_weight(job), "{what}: {} must come before the Job", dep["kind"]);
+            }
+        }
+        let spec = &job["spec"];
+        assert!(spec.get("ttlSecondsAfterFinished").is_none(), "{what}: a TTL races with Helm's wait");
+        let deadline = spec["activeDeadlineSeconds"].as_i64().expect("deadline");
+        let tool: i64 = env_of(job)["PAUSE_LEDGER_TIMEOUT"].trim_end_matches('s').parse().unwrap();
+        assert!(tool < deadline && deadline < 300, "{what}: {tool} < {deadline} < 300 (Helm's default)");
+        assert!(spec["backoffLimit"].is_i64(), "{what}");
+        let fail_fast = &spec["podFailurePolicy"]["rules"][0];
+        assert_eq!(fail_fast["action"], "FailJob", "{what}");
+        assert_eq!(fail_fast["onExitCodes"]["containerName"], component, "{what}");
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never", "{what}");
+        assert_eq!(pod["automountServiceAccountToken"], true, "{what}");
+        assert_eq!(pod["enableServiceLinks"], false, "{what}");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{what}");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+        let sc = &container(job)["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{what}");
+        assert_eq!(container(job)["name"], component, "{what}");
+    }
+}
+
+async fn ensure_namespace(name: &str) {
+    let api: Api<Namespace> = Api::all(admin());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("namespace {name}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_template_and_server_side_dry_run_of_value_sets() {
+    let rel = namespace("tpl-rel").await;
+    let ledger_ns = namespace("tpl-ledger").await;
+    let t1 = namespace("tpl-t1").await;
+    let t2 = namespace("tpl-t2").await;
+    ensure_namespace("fleet-local").await;
+    let full = format!(
+        r#"
+hooks: {{deletePolicy: "hook-succeeded,hook-failed", outputLogsOnFailure: false}}
+image:
+  repository: registry.example.com/platform/pause-ledger
+  tag: "9.9.9"
+  digest: sha256:{digest}
+  pullPolicy: Always
+imagePullSecrets: [{{name: regcred}}]
+fullnameOverride: restorer
+ledger: {{namespace: {ledger_ns}, name: upgrade-ledger}}
+targets:
+  - apiGroup: management.cattle.io
+    resource: managedcharts
+    namespaces: [{t1}, {t2}]
+    resourceNames: [harvester, harvester-crd]
+  - {{apiGroup: fleet.cattle.io, resource: bundles, namespaces: [{t1}]}}
+  - {{apiGroup: apps, resource: deployments, namespaces: [{t2}]}}
+restore:
+  timeoutSeconds: 120
+  logFormat: plain
+  logLevel: pause_ledger=debug
+  output: json
+  waitReady: 60s
+  failOnNotReady: true
+  extraArgs: ["--concurrency=4"]
+  extraEnv: [{{name: PAUSE_LEDGER_MAX_ATTEMPTS, value: "5"}}]
+job: {{backoffLimit: 3, activeDeadlineSeconds: 150, terminationGracePeriodSeconds: 20}}
+record: {{enabled: true, preset: harvester, namespace: {t1}, onExisting: take-over}}
+rescue: {{enabled: true, namespace: {t1}, acknowledgeUnknownOwnership: true}}
+serviceAccount: {{name: upgrade-restorer, annotations: {{team: platform}}}}
+rbac: {{listTargets: true}}
+resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{cpu: 500m, memory: 256Mi}}}}
+nodeSelector: {{node-role.kubernetes.io/control-plane: "true"}}
+tolerations: [{{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/arch, operator: In, values: [amd64]}}]}}]
+priorityClassName: system-cluster-critical
+podAnnotations: {{example.com/audit: "true"}}
+podLabels: {{example.com/team: platform}}
+"#,
+        digest = "a".repeat(64)
+    );
+    let pre_delete_only = format!(
+        "hooks: {{postUpgrade: false, postRollback: false}}\n{}",
+        release_values(&t1, ", events: false, propagationWindow: 0s")
+    );
+    let none = "hooks: {postUpgrade: false, postRollback: false, preDelete: false}\n";
+    let sets = [
+        ("defaults", None),
+        ("full", Some(values_file("tpl-full", &full))),
+        ("pre-delete-only", Some(values_file("tpl-pre-delete", &pre_delete_only))),
+        ("no-hooks", Some(values_file("tpl-none", none))),
+    ];
+    let chart = chart_dir();
+    for (what, file) in &sets {
+        let extra: Vec<&str> = file.iter().flat_map(|f| ["-f", f.as_str()]).collect();
+        let mut lint = vec!["lint", "--strict", chart.as_str()];
+        lint.extend(&extra);
+        let out = helm(&lint).await;
+        assert_eq!(out.code, 0, "helm lint --strict {what}: {out:?}");
+        let docs = template("tpl", &rel, &extra).await;
+        check_rendering(&docs, what);
+        let jobs = docs_of(&docs, "Job");
+        match *what {
+            "defaults" => {
+                assert_eq!(docs.len(), 4, "SA, Role, RoleBinding, Job: {docs:#?}");
+                let job = jobs[0];
+                assert_eq!(hook_events(job), events(&["post-upgrade", "post-rollback", "pre-delete"]));
+                assert_eq!(container(job)["args"], json!(["restore"]));
+                let env = env_of(job);
+                let expected = [
+                    ("PAUSE_LEDGER_LEDGER", "fleet-local/pause-ledger"),
+                    ("PAUSE_LEDGER_IF_MISSING", "ok"),
+                    ("PAUSE_LEDGER_TIMEOUT", "240s"),
+                    ("PAUSE_LEDGER_LOG_FORMAT", "json"),
+                    ("PAUSE_LEDGER_LOG", "info"),
+                    ("PAUSE_LEDGER_OUTPUT", "text"),
+                    ("PAUSE_LEDGER_PROGRESS", "never"),
+                    ("PAUSE_LEDGER_EVENTS", "true"),
+                    ("PAUSE_LEDGER_PROPAGATION_WINDOW", "30s"),
+                    ("PAUSE_LEDGER_SETTLE", "10s"),
+                ];
+                assert_eq!(env, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+                assert_eq!(job["spec"]["activeDeadlineSeconds"], 285);
+                assert_eq!(job["spec"]["backoffLimit"], 1);
+                assert_eq!(
+                    job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"],
+                    json!([2, 4, 5, 6, 8, 9])
+                );
+                assert_eq!(container(job)["image"], "localhost/pause-ledger:0.1.0");
+                let role = named(&docs, "Role", "fleet-local", "tpl-pause-ledger-restore");
+                assert_eq!(
+                    role["rules"],
+                    json!([
+                        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["pause-ledger"], "verbs": ["get", "patch"]},
+                        {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "verbs": ["get", "patch"]},
+                        {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "verbs": ["get"]},
+                        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+                    ])
+                );
+                let binding = named(&docs, "RoleBinding", "fleet-local", "tpl-pause-ledger-restore");
+                assert_eq!(
+                    binding["subjects"],
+                    json!([{"kind": "ServiceAccount", "name": "tpl-pause-ledger", "namespace": rel}])
+                );
+            }
+            "full" => {
+                // One Role + RoleBinding per namespace and component.
+                let roles: BTreeSet<(String, String)> = docs_of(&docs, "Role")
+                    .iter()
+                    .map(|d| {
+                        (
+                            d["metadata"]["namespace"].as_str().unwrap().into(),
+                            d["metadata"]["name"].as_str().unwrap().into(),
+                        )
+                    })
+                    .collect();
+                let expected: BTreeSet<(String, String)> = [&ledger_ns, &t1, &t2]
+                    .iter()
+                    .flat_map(|ns| ["restorer-restore", "restorer-record"].map(|n| (ns.to_string(), n.to_string())))
+                    .collect();
+                assert_eq!(roles, expected);
+                assert_eq!(docs_of(&docs, "RoleBinding").len(), 6);
+                assert_eq!(jobs.len(), 3, "restore, record, rescue");
+                let sa = docs_of(&docs, "ServiceAccount")[0];
+                assert_eq!(sa["metadata"]["name"], "upgrade-restorer");
+                assert_eq!(hook_events(sa), events(&["post-upgrade", "post-rollback", "pre-delete", "pre-upgrade"]));
+
+                let record = named(&docs, "Job", &rel, "restorer-record");
+                assert_eq!(hook_events(record), events(&["pre-upgrade"]));
+                assert_eq!(container(record)["args"], json!(["record"]));
+                let env = env_of(record);
+                assert_eq!(env["PAUSE_LEDGER_UPGRADE"], "tpl-1", "<release>-<revision>");
+                assert_eq!(env["PAUSE_LEDGER_PRESET"], "harvester");
+                assert_eq!(env["PAUSE_LEDGER_NAMESPACE"], t1);
+                assert_eq!(env["PAUSE_LEDGER_ON_EXISTING"], "take-over");
+                assert_eq!(env["PAUSE_LEDGER_LEDGER"], format!("{ledger_ns}/upgrade-ledger"));
+
+                let restore = named(&docs, "Job", &rel, "restorer-restore");
+                let c = container(restore);
+                assert_eq!(c["image"], format!("registry.example.com/platform/pause-ledger@sha256:{}", "a".repeat(64)));
+                assert_eq!(c["imagePullPolicy"], "Always");
+                assert_eq!(c["args"], json!(["restore", "--concurrency=4"]));
+                assert_eq!(c["resources"]["limits"]["cpu"], "500m");
+                let env = env_of(restore);
+                assert_eq!(env["PAUSE_LEDGER_MAX_ATTEMPTS"], "5");
+                assert_eq!(env["PAUSE_LEDGER_LEDGER"], format!("{ledger_ns}/upgrade-ledger"));
+                assert_eq!(env["PAUSE_LEDGER_TIMEOUT"], "120s");
+                assert_eq!(env["PAUSE_LEDGER_WAIT_READY"], "60s");
+                assert_eq!(env["PAUSE_LEDGER_FAIL_ON_NOT_READY"], "true");
+                assert_eq!(env["PAUSE_LEDGER_LOG_FORMAT"], "plain");
+                assert_eq!(restore["spec"]["backoffLimit"], 3);
+                assert_eq!(restore["spec"]["activeDeadlineSeconds"], 150);
+                let pod = &restore["spec"]["template"]["spec"];
+                assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+                assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+                assert_eq!(pod["terminationGracePeriodSeconds"], 20);
+                assert_eq!(pod["tolerations"][0]["effect"], "NoSchedule");
+                assert!(pod["affinity"]["nodeAffinity"].is_object());
+                assert_eq!(restore["spec"]["template"]["metadata"]["labels"]["example.com/team"], "platform");
+                assert_eq!(restore["spec"]["template"]["metadata"]["annotations"]["example.com/audit"], "true");
+                assert_eq!(
+                    restore["metadata"]["annotations"]["helm.sh/hook-delete-policy"],
+                    "before-hook-creation,hook-succeeded,hook-failed"
+                );
+                assert!(restore["metadata"]["annotations"].get("helm.sh/hook-output-log-policy").is_none());
+
+                let rescue = named(&docs, "Job", &rel, "restorer-rescue");
+                assert!(rescue["metadata"].get("annotations").is_none(), "the rescue Job is no hook");
+                assert_eq!(env_of(rescue)["PAUSE_LEDGER_ACKNOWLEDGE_UNKNOWN_OWNERSHIP"], "true");
+
+                // Only the kinds listed for each namespace; the ledger rule only in its own.
+                let t1_restore = named(&docs, "Role", &t1, "restorer-restore");
+                assert_eq!(
+                    t1_restore["rules"],
+                    json!([
+                        {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "resourceNames": ["harvester", "harvester-crd"], "verbs": ["get", "patch"]},
+                        {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "resourceNames": ["mcc-harvester", "mcc-harvester-crd"], "verbs": ["get"]},
+                        {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "verbs": ["get", "list", "patch"]},
+                        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+                    ])
+                );
+                let ledger_record = named(&docs, "Role", &ledger_ns, "restorer-record");
+                assert_eq!(
+                    ledger_record["rules"],
+                    json!([
+                        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+                        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["upgrade-ledger"], "verbs": ["get", "patch"]},
+                        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+                    ])
+                );
+            }
+            "pre-delete-only" => {
+                for d in &docs {
+                    assert_eq!(hook_events(d), events(&["pre-delete"]), "{d:#}");
+                }
+                let role = named(&docs, "Role", &t1, "tpl-pause-ledger-restore");
+                assert_eq!(
+                    role["rules"],
+                    json!([
+                        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["pause-ledger"], "verbs": ["get", "patch"]},
+                        {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "verbs": ["get", "patch"]},
+                    ]),
+                    "no events and no Bundle rule when both are off"
+                );
+                assert_eq!(env_of(jobs[0])["PAUSE_LEDGER_EVENTS"], "false");
+            }
+            "no-hooks" => assert!(docs.is_empty(), "renders nothing: {docs:#?}"),
+            _ => unreachable!(),
+        }
+        // The API server's own validation and admission; nothing is persisted.
+        create_docs(&docs, true).await;
+    }
+
+    // values.schema.json and the template checks reject bad input with a message naming it.
+    let rejected: &[(&[&str], &str)] = &[
+        (&["--set", "restore.timeoutSeconds=soon"], "/restore/timeoutSeconds"),
+        (&["--set", "hooks.preDelete=yes"], "/hooks/preDelete"),
+        (&["--set", "hooks.deletePolicy=never"], "/hooks/deletePolicy"),
+        (&["--set", "image.digest=latest"], "/image/digest"),
+        (&["--set", "restore.ifMissing=maybe"], "/restore/ifMissing"),
+        (&["--set", "restore.logFormat=xml"], "/restore/logFormat"),
+        (&["--set", "restore.settle=soon"], "/restore/settle"),
+        (&["--set", "ledger.namespace=Fleet_Local"], "/ledger/namespace"),
+        (&["--set", "job.backoffLimit=-1"], "/job/backoffLimit"),
+        (&["--set", "record.onExisting=overwrite"], "/record/onExisting"),
+        (&["--set", "tolerations=none"], "/tolerations"),
+        (&["--set", "unknownKey=1"], "unknownKey"),
+        (&["--set", "job.activeDeadlineSeconds=200"], "must be greater than restore.timeoutSeconds"),
+        (&["--set", "record.enabled=true", "--set", "record.preset="], "needs record.namespace and record.names"),
+    ];
+    for (args, message) in rejected {
+        let mut a = vec!["template", "tpl", chart.as_str()];
+        a.extend_from_slice(args);
+        let out = helm(&a).await;
+        assert_ne!(out.code, 0, "{args:?} accepted: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {out:?}");
+    }
+}
+
+/// A test's release: its namespace, the fleet namespace (ledger and charts), the runner, the
+/// Rancher stand-in and a values file.
+struct Release {
+    name: String,
+    ns: String,
+    fleet: String,
+    values: String,
+    runner: HookRunner,
+    _rancher: RancherStandIn,
+}
+
+fn start_runner(ns: &str) -> HookRunner {
+    let image = ImageConfig::from_dockerfile(&repo().join("Dockerfile"));
+    HookRunner::start(admin(), ns, image, Path::new(bin()), cp().server_url(), cp().ca_pem())
+}
+
+impl Release {
+    /// `extra_values` gets the fleet namespace and returns more top-level values.
+    async fn new(prefix: &str, extra_values: impl FnOnce(&str) -> String) -> Release {
+        let ns = namespace(&format!("{prefix}-rel")).await;
+        let fleet = namespace(&format!("{prefix}-fleet")).await;
+        let values = values_file(&ns, &format!("{}{}", release_values(&fleet, ""), extra_values(&fleet)));
+        Release {
+            name: "pl".into(),
+            runner: start_runner(&ns),
+            _rancher: RancherStandIn::spawn(admin(), &fleet),
+            ns,
+            fleet,
+            values,
+        }
+    }
+
+    /// `helm <verb> <release> [chart -f values] -n <ns> [--timeout] <extra>`.
+    async fn helm(&self, verb: &str, extra: &[&str]) -> Out {
+        let chart = chart_dir();
+        let mut args = vec![verb, self.name.as_str()];
+        if matches!(verb, "install" | "upgrade") {
+            args.extend([chart.as_str(), "-f", &self.values]);
+        }
+        args.extend(["-n", &self.ns]);
+        if !matches!(verb, "status" | "history") {
+            args.extend(["--timeout", HELM_TIMEOUT]);
+        }
+        args.extend_from_slice(extra);
+        helm(&args).await
+    }
+
+    async fn ok(&self, verb: &str, extra: &[&str]) -> Out {
+        let out = self.helm(verb, extra).await;
+        self.runner.assert_no_errors();
+        assert_eq!(out.code, 0, "helm {verb} {extra:?}: {out:?}\nruns: {:#?}", self.runner.executions());
+        out
+    }
+
+    async fn status(&self) -> Value {
+        serde_json::from_str(&self.ok("status", &["-o", "json"]).await.stdout).expect("helm status -o json")
+    }
+
+    /// ManagedCharts paused by an upgrade, and its ledger.
+    async fn record_pause(&self, names: &[&str]) {
+        for n in names {
+            if charts(&self.fleet).get_opt(n).await.unwrap().is_none() {
+                create_handled_chart(&self.fleet, n).await;
+            }
+            pause_as_upgrade(&self.fleet, n, UPGRADE).await;
+        }
+        write_ledger(&self.fleet, "pause-ledger", &[("ledger.yaml", &full_ledger(&self.fleet, names))]).await;
+    }
+
+    fn runs(&self, component: &str) -> Vec<Execution> {
+        self.runner.executions_of(&job_name(&self.name, component))
+    }
+
+    /// The JSON report of the last run of `component`.
+    fn last_report(&self, component: &str) -> Value {
+        let runs = self.runs(component);
+        let last = runs.last().unwrap_or_else(|| panic!("no {component} ran"));
+        serde_json::from_str(&last.stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}): {last:#?}"))
+    }
+
+    /// The chart's hook objects still present (SA and Jobs here, RBAC in `fleet`).
+    async fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let mut checks = vec![("ServiceAccount", self.ns.clone(), format!("{}-pause-ledger", self.name))];
+        for c in ["restore", "record"] {
+            checks.push(("Job", self.ns.clone(), job_name(&self.name, c)));
+            checks.push(("Role", self.fleet.clone(), job_name(&self.name, c)));
+            checks.push(("RoleBinding", self.fleet.clone(), job_name(&self.name, c)));
+        }
+        for (kind, ns, name) in checks {
+            let api: Api<DynamicObject> = Api::namespaced_with(admin(), &ns, &resource_of(kind));
+            if api.get_opt(&name).await.unwrap().is_some() {
+                left.push(format!("{kind} {ns}/{name}"));
+            }
+        }
+        left
+    }
+
+    async fn job(&self, component: &str) -> Option<Job> {
+        Api::<Job>::namespaced(admin(), &self.ns).get_opt(&job_name(&self.name, component)).await.unwrap()
+    }
+}
+
+fn outcomes(report: &Value) -> BTreeMap<String, String> {
+    report["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| (e["object"]["name"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn condition<'a>(job: &'a Job, kind: &str) -> Option<&'a JobCondition> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True")
+}
+
+/// Creates a running ManagedChart and waits until the Rancher stand-in has handled it, so its
+/// status write cannot race the compare-and-set patch of `pause_as_upgrade`.
+async fn create_handled_chart(ns: &str, name: &str) {
+    create_chart(ns, name).await;
+    eventually(Duration::from_secs(20), "the Rancher stand-in to handle the chart", || async {
+        let c = chart(ns, name).await;
+        c.pointer("/status/observedGeneration").is_some()
+            && c.pointer("/status/observedGeneration") == c.pointer("/metadata/generation")
+    })
+    .await;
+}
+
+/// Event reasons pause-ledger recorded in `ns` for object `name`.
+async fn event_reasons(ns: &str, name: &str) -> Vec<String> {
+    let list = Api::<Event>::namespaced(admin(), ns).list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter(|e| e.reporting_component.as_deref() == Some("pause-ledger"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_rollback_and_uninstall_hooks_restore_what_the_upgrade_paused() {
+    let rel = Release::new("cycle", |_| String::new()).await;
+    rel.ok("install", &[]).await;
+    assert!(rel.runner.executions().is_empty(), "install runs no hook");
+    assert!(rel.job("restore").await.is_none());
+
+    // 1. An upgrade paused two charts; an administrator had paused a third on purpose.
+    create_handled_chart(&rel.fleet, "by-hand").await;
+    set_paused_by_hand(&rel.fleet, "by-hand", true).await;
+    rel.record_pause(&["harvester", "harvester-crd"]).await;
+    let ledger = full_ledger(&rel.fleet, &["harvester", "harvester-crd", "by-hand"]);
+    write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &ledger)]).await;
+    rel.ok("upgrade", &[]).await;
+    let runs = rel.runs("restore");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = &runs[0];
+    assert_eq!(run.code, 0, "{run:#?}");
+    // It ran as the chart's ServiceAccount, configured through env only, with no kubeconfig.
+    assert_eq!(run.service_account, "pl-pause-ledger");
+    assert_eq!(run.args, vec!["restore"]);
+    assert_eq!(run.env["PAUSE_LEDGER_LEDGER"], format!("{}/pause-ledger", rel.fleet));
+    assert!(!run.env.contains_key("PAUSE_LEDGER_KUBECONFIG"));
+    // logFormat json (the chart's default): every stderr line is one JSON object.
+    assert!(!run.stderr.is_empty());
+    for line in run.stderr.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    let report = rel.last_report("restore");
+    let o = outcomes(&report);
+    assert_eq!(o["harvester"], "restored");
+    assert_eq!(o["harvester-crd"], "restored");
+    assert_eq!(o["by-hand"], "not-ours");
+    let entries = report["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().filter(|e| e["outcome"] == "restored").all(|e| e["propagated"] == true),
+        "verified against the Bundles: {report:#}"
+    );
+    assert!(!paused(&rel.fleet, "harvester").await);
+    assert!(!paused(&rel.fleet, "harvester-crd").await);
+    assert!(paused(&rel.fleet, "by-hand").await, "a hand pause stays");
+    assert!(ledger_data(&rel.fleet, "pause-ledger").await["status.yaml"].contains("state: done"));
+    assert!(event_reasons(&rel.fleet, "harvester").await.contains(&"Restored".to_string()));
+    assert_eq!(rel.leftovers().await, Vec::<String>::new(), "hook-succeeded cleans up");
+    let status = rel.status().await;
+    assert_eq!(status["info"]["status"], "deployed");
+    assert_eq!(status["version"], 2);
+
+    // 2. The next upgrade paused them again and was rolled back: post-rollback restores.
+    rel.record_pause(&["harvester", "harvester-crd"]).await;
+    rel.ok("rollback", &["1"]).await;
+    let runs = rel.runs("restore");
+    assert_eq!(runs.iter().map(|r| r.code).collect::<Vec<_>>(), vec![0, 0]);
+    assert_eq!(outcomes(&rel.last_report("restore"))["harvester"], "restored");
+    assert!(!paused(&rel.fleet, "harvester").await);
+    assert!(!paused(&rel.fleet, "harvester-crd").await);
+    assert_eq!(rel.leftovers().await, Vec::<String>::new());
+    assert_eq!(rel.status().await["version"], 3);
+
+    // 3. Paused again, then uninstalled: pre-delete restores, then the release goes.
+    rel.record_pause(&["harvester"]).await;
+    rel.ok("uninstall", &[]).await;
+    let runs = rel.runs("restore");
+    assert_eq!(runs.iter().map(|r| r.code).collect::<Vec<_>>(), vec![0, 0, 0]);
+    assert_eq!(outcomes(&rel.last_report("restore"))["harvester"], "restored");
+    assert!(!paused(&rel.fleet, "harvester").await);
+    let gone = rel.helm("status", &[]).await;
+    assert_ne!(gone.code, 0, "release still there: {gone:?}");
+    assert!(gone.stderr.contains("not found"), "{gone:?}");
+    assert_eq!(rel.leftovers().await, Vec::<String>::new());
+    rel.runner.assert_no_errors();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_upgrade_record_and_post_upgrade_restore_bracket_an_upgrade() {
+    let rel =
+        Release::new("record", |fleet| format!("record: {{enabled: true, preset: harvester, namespace: {fleet}}}\n"))
+            .await;
+    for n in ["harvester", "harvester-crd", "rancher-monitoring-crd", "rancher-logging-crd"] {
+        create_chart(&rel.fleet, n).await;
+    }
+    set_paused_by_hand(&rel.fleet, "rancher-logging-crd", true).await;
+    rel.ok("install", &[]).await;
+    assert!(rel.runner.executions().is_empty(), "install runs no hook");
+
+    // helm upgrade: pre-upgrade record pauses and marks, (the upgrade), post-upgrade restores.
+    rel.ok("upgrade", &[]).await;
+    let all = rel.runner.executions();
+    let order: Vec<(&str, i32)> = all.iter().map(|e| (e.job.as_str(), e.code)).collect();
+    assert_eq!(order, vec![("pl-pause-ledger-record", 0), ("pl-pause-ledger-restore", 0)], "{all:#?}");
+    let record = rel.last_report("record");
+    assert_eq!(record["upgrade"], "pl-2", "<release>-<revision>");
+    let o = outcomes(&record);
+    assert_eq!(o["harvester"], "paused");
+    assert_eq!(o["harvester-crd"], "paused");
+    assert_eq!(o["rancher-monitoring-crd"], "paused");
+    assert_eq!(o["rancher-logging-crd"], "paused-before");
+    let restore = rel.last_report("restore");
+    assert_eq!(restore["upgrade"], "pl-2");
+    let o = outcomes(&restore);
+    for n in ["harvester", "harvester-crd", "rancher-monitoring-crd"] {
+        assert_eq!(o[n], "restored", "{restore:#}");
+        assert!(!paused(&rel.fleet, n).await, "{n}");
+    }
+    assert!(!o.contains_key("rancher-logging-crd"), "paused before the upgrade: never in the entries");
+    assert!(paused(&rel.fleet, "rancher-logging-crd").await, "the administrator's pause stays");
+    assert!(event_reasons(&rel.fleet, "harvester").await.contains(&"Paused".to_string()));
+    assert_eq!(rel.leftovers().await, Vec::<String>::new());
+
+    // The next upgrade records again over the restored ledger and restores again.
+    rel.ok("upgrade", &[]).await;
+    assert_eq!(rel.runs("record").len(), 2);
+    assert_eq!(rel.last_report("record")["upgrade"], "pl-3");
+    assert_eq!(outcomes(&rel.last_report("restore"))["harvester"], "restored");
+    assert!(!paused(&rel.fleet, "harvester").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_delete_with_nothing_recorded_lets_the_uninstall_through() {
+    let rel = Release::new("nothing", |_| String::new()).await;
+    rel.ok("install", &[]).await;
+    rel.ok("uninstall", &[]).await;
+    let runs = rel.runs("restore");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].code, 0, "{:#?}", runs[0]);
+    let report = rel.last_report("restore");
+    assert_eq!(report["result"], "success");
+    assert!(report["message"].as_str().unwrap().contains("nothing to restore"), "{report:#}");
+    assert_ne!(rel.helm("status", &[]).await.code, 0, "release still there");
+    assert_eq!(rel.leftovers().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_fails_the_upgrade_and_a_fixed_one_recovers() {
+    let rel = Release::new("failing", |_| String::new()).await;
+    rel.ok("install", &[]).await;
+    rel.record_pause(&["harvester"]).await;
+    let restore = job_name(&rel.name, "restore");
+
+    // An invalid ledger: exit 4 is a failFastExitCode, so one pod and the Job fails at once.
+    let bad = full_ledger(&rel.fleet, &["harvester"]).replace("pause-ledger/v1", "pause-ledger/v9");
+    write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &bad)]).await;
+    let out = rel.helm("upgrade", &[]).await;
+    rel.runner.assert_no_errors();
+    assert_ne!(out.code, 0, "the upgrade must fail: {out:?}");
+    assert!(
+        out.stderr.contains("post-upgrade hooks failed")
+            && out.stderr.contains(&format!("job {restore} failed: PodFailurePolicy")),
+        "{out:?}"
+    );
+    let codes = |rel: &Release| rel.runs("restore").iter().map(|r| r.code).collect::<Vec<_>>();
+    assert_eq!(codes(&rel), vec![4]);
+    assert!(paused(&rel.fleet, "harvester").await, "nothing patched");
+    let job = rel.job("restore").await.expect("a failed Job is kept for its logs");
+    assert_eq!(job.status.as_ref().unwrap().failed, Some(1));
+    assert!(condition(&job, "Failed").is_some() && condition(&job, "FailureTarget").is_some());
+    // Helm deletes the hooks that succeeded (SA, RBAC) even when a later one failed: no
+    // permissions linger next to the failed Job.
+    assert_eq!(rel.leftovers().await, vec![format!("Job {}/{restore}", rel.ns)]);
+    assert_eq!(rel.status().await["info"]["status"], "failed");
+
+    // A failure a retry might fix (exit 1, here an unknown kubeconfig context) is retried
+    // backoffLimit (1) times, then the Job fails with BackoffLimitExceeded.
+    write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &full_ledger(&rel.fleet, &["harvester"]))]).await;
+    let out = rel.helm("upgrade", &["--set-json", r#"restore.extraArgs=["--context=missing"]"#]).await;
+    rel.runner.assert_no_errors();
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains(&format!("job {restore} failed: BackoffLimitExceeded")), "{out:?}");
+    assert_eq!(codes(&rel), vec![4, 1, 1]);
+    assert_eq!(rel.runs("restore")[2].attempt, 2);
+    assert_eq!(rel.job("restore").await.unwrap().status.unwrap().failed, Some(2));
+
+    // Fixed: the next upgrade replaces the failed Job (before-hook-creation) and restores.
+    rel.ok("upgrade", &[]).await;
+    assert_eq!(codes(&rel), vec![4, 1, 1, 0]);
+    assert!(!paused(&rel.fleet, "harvester").await);
+    assert_eq!(rel.leftovers().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_deadline_stops_a_run_that_outlives_it() {
+    // A run made to outlive its Job: the tool's own deadline raised past the Job's with a flag,
+    // and the re-pause guard keeping it busy. At activeDeadlineSeconds the pod gets SIGTERM.
+    let rel = Release::new("deadline", |_| String::new()).await;
+    rel.ok("install", &[]).await;
+    rel.record_pause(&["harvester"]).await;
+    let started = std::time::Instant::now();
+    let out = rel
+        .helm(
+            "upgrade",
+            &[
+                "--set",
+                "job.activeDeadlineSeconds=15,restore.timeoutSeconds=10,restore.settle=60s,restore.propagationWindow=0s",
+                "--set-json",
+                r#"restore.extraArgs=["--timeout=120s"]"#,
+            ],
+        )
+        .await;
+    rel.runner.assert_no_errors();
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("failed: DeadlineExceeded"), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    let runs = rel.runs("restore");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    // SIGTERM cut the re-pause guard short; the entry had settled, so the tool wrote the status
+    // (done) and exited 7 (terminated); the Job failed all the same, for its deadline.
+    assert!(runs[0].stderr.contains("SIGTERM received"), "{:#?}", runs[0]);
+    assert_eq!(runs[0].code, 7, "{:#?}", runs[0]);
+    assert!(!paused(&rel.fleet, "harvester").await, "restored before the deadline");
+    assert!(ledger_data(&rel.fleet, "pause-ledger").await["status.yaml"].contains("state: done"));
+    let job = rel.job("restore").await.unwrap();
+    assert_eq!(condition(&job, "Failed").and_then(|c| c.reason.as_deref()), Some("DeadlineExceeded"));
+}
+
+/// The chart's SA, restore RBAC and one Job (`templates/job-<component>.yaml`), rendered with
+/// `helm template --show-only` and created the way the README's manual-run recipe does
+/// (`kubectl create -f`), then run by the runner; `edit` may change the documents first.
+/// Returns the finished Job and its runs.
+async fn manual_run(
+    rel: &str,
+    component: &str,
+    values: &str,
+    edit: impl FnOnce(&mut Vec<Value>),
+) -> (Job, Vec<Execution>) {
+    let values = values_file(&format!("{rel}-{component}"), values);
+    let job = format!("templates/job-{component}.yaml");
+    let only = ["templates/serviceaccount.yaml", "templates/rbac-restore.yaml", job.as_str()];
+    let mut args = vec!["-f", values.as_str()];
+    for t in &only {
+        args.extend(["--show-only", t]);
+    }
+    let mut docs = template("pl", rel, &args).await;
+    edit(&mut docs);
+    let runner = start_runner(rel);
+    create_docs(&docs, false).await;
+    let jobs: Api<Job> = Api::namespaced(admin(), rel);
+    let name = job_name("pl", component);
+    let mut finished = None;
+    for _ in 0..900 {
+        let j = jobs.get(&name).await.unwrap();
+        if condition(&j, "Complete").is_some() || condition(&j, "Failed").is_some() {
+            finished = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runner.assert_no_errors();
+    (finished.unwrap_or_else(|| panic!("{rel}: Job {name} did not finish")), runner.executions())
+}
+
+/// Removes `verb` from the rule for `resource` in the Role in `ns` (and the rule if it empties).
+fn remove_verb(docs: &mut [Value], ns: &str, resource: &str, verb: &str) {
+    let role = docs
+        .iter_mut()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == ns)
+        .unwrap_or_else(|| panic!("no Role in {ns}"));
+    let rules = role["rules"].as_array_mut().unwrap();
+    let rule = rules
+        .iter_mut()
+        .find(|r| r["resources"] == json!([resource]))
+        .unwrap_or_else(|| panic!("no rule for {resource}"));
+    let verbs = rule["verbs"].as_array_mut().unwrap();
+    let before = verbs.len();
+    verbs.retain(|x| x != verb);
+    assert_eq!(verbs.len(), before - 1, "{verb} is not in the {resource} rule");
+    rules.retain(|r| !r["verbs"].as_array().unwrap().is_empty());
+}
+
+async fn allowed(user: &str, groups: &[String], attrs: Value) -> bool {
+    let mut spec = json!({"user": user, "groups": groups});
+    let key = if attrs.get("path").is_some() { "nonResourceAttributes" } else { "resourceAttributes" };
+    spec[key] = attrs;
+    let review = SubjectAccessReview {
+        spec: serde_json::from_value::<SubjectAccessReviewSpec>(spec).unwrap(),
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(admin()).create(&PostParams::default(), &review).await;
+    answer.expect("SubjectAccessReview").status.expect("status").allowed
+}
+
+/// Each (resource, verb) of the chart's restore Role, removed in turn: the run must fail for
+/// that reason. `None`: the Role as rendered, which must be enough.
+const RBAC_VARIANTS: [Option<(&str, &str)>; 7] = [
+    None,
+    Some(("configmaps", "get")),
+    Some(("configmaps", "patch")),
+    Some(("managedcharts", "get")),
+    Some(("managedcharts", "patch")),
+    Some(("bundles", "get")),
+    Some(("events", "create")),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_rbac_is_sufficient_and_every_rule_is_needed() {
+    let runs = RBAC_VARIANTS.iter().map(|removed| async move {
+        let tag = removed.map_or("all".to_string(), |(r, v)| format!("{v}-{r}"));
+        let rel = namespace(&format!("rbac-{tag}-rel")).await;
+        let fleet = namespace(&format!("rbac-{tag}-fleet")).await;
+        let rancher = RancherStandIn::spawn(admin(), &fleet);
+        create_handled_chart(&fleet, "harvester").await;
+        pause_as_upgrade(&fleet, "harvester", UPGRADE).await;
+        write_ledger(&fleet, "pause-ledger", &[("ledger.yaml", &full_ledger(&fleet, &["harvester"]))]).await;
+        // A short propagation window: without the Bundle rule the check runs to its end.
+        let values = release_values(&fleet, ", propagationWindow: 3s");
+        let (job, runs) = manual_run(&rel, "restore", &values, |docs| {
+            if let Some((resource, verb)) = removed {
+                remove_verb(docs, &fleet, resource, verb);
+            }
+        })
+        .await;
+        drop(rancher);
+        (removed, rel, fleet, job, runs)
+    });
+    for (removed, rel, fleet, job, runs) in futures::future::join_all(runs).await {
+        let what = format!("{removed:?}");
+        let run = runs.last().unwrap_or_else(|| panic!("{what}: no run"));
+        let report: Value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{what}: report ({e}): {run:#?}"));
+        let errors: Vec<&str> = std::iter::once(&report["message"])
+            .chain(report["entries"].as_array().unwrap().iter().map(|e| &e["error"]))
+            .filter_map(Value::as_str)
+            .collect();
+        match removed {
+            None => {
+                assert_eq!(run.code, 0, "{run:#?}");
+                assert!(condition(&job, "Complete").is_some());
+                assert_eq!(outcomes(&report)["harvester"], "restored");
+                assert_eq!(report["entries"][0]["propagated"], true, "{report:#}");
+                assert!(!paused(&fleet, "harvester").await);
+                assert!(ledger_data(&fleet, "pause-ledger").await["status.yaml"].contains("state: done"));
+                assert!(event_reasons(&fleet, "harvester").await.contains(&"Restored".to_string()));
+                assert!(event_reasons(&fleet, "pause-ledger").await.contains(&"RestoreSucceeded".to_string()));
+                check_least_privilege(&rel, &fleet).await;
+            }
+            Some((resource @ ("configmaps" | "managedcharts"), verb)) => {
+                // Exit 5 naming the refused verb and resource; the Job fails at once.
+                assert_eq!((run.code, runs.len()), (5, 1), "{what}: {run:#?}");
+                assert_eq!(report["result"], "permission-denied");
+                let named = format!("cannot {verb} resource \"{resource}\"");
+                assert!(errors.iter().any(|e| e.contains(&named)), "{what}: not named: {errors:#?}");
+                assert_eq!(condition(&job, "Failed").and_then(|c| c.reason.as_deref()), Some("PodFailurePolicy"));
+                if (*resource, *verb) == ("configmaps", "patch") {
+                    // The restore happened; its status could not be written.
+                    assert!(!paused(&fleet, "harvester").await);
+                    assert!(!ledger_data(&fleet, "pause-ledger").await.contains_key("status.yaml"));
+                } else {
+                    assert!(paused(&fleet, "harvester").await, "{what}");
+                }
+            }
+            Some(("bundles", _)) => {
+                // The Bundle cannot be read: the unpause cannot be seen to reach Fleet, and the
+                // tool says which permission is missing (exit 5, so the Job fails at once).
+                assert_eq!(runs.iter().map(|r| r.code).collect::<Vec<_>>(), vec![5], "{what}: {runs:#?}");
+                assert_eq!(outcomes(&report)["harvester"], "not-propagated", "{report:#}");
+                let err = report["entries"][0]["error"].as_str().unwrap_or_default();
+                assert!(err.contains("\"get\"") && err.contains("bundles"), "{what}: {err}");
+                assert_eq!(condition(&job, "Failed").and_then(|c| c.reason.as_deref()), Some("PodFailurePolicy"));
+            }
+            Some(("events", _)) => {
+                // Events are best effort: the restore succeeds, the refusal is logged once and
+                // no Event exists.
+                assert_eq!(run.code, 0, "{what}: {run:#?}");
+                assert!(!paused(&fleet, "harvester").await);
+                assert!(
+                    run.stderr.contains("cannot create Events") && run.stderr.contains("cannot create resource"),
+                    "{what}: {}",
+                    run.stderr
+                );
+                assert!(event_reasons(&fleet, "harvester").await.is_empty());
+                assert!(event_reasons(&fleet, "pause-ledger").await.is_empty());
+            }
+            Some(other) => unreachable!("{other:?}"),
+        }
+    }
+}
+
+/// What the chart's restore ServiceAccount may and may not do, asked of the API server's
+/// authorizer.
+async fn check_least_privilege(rel: &str, fleet: &str) {
+    let user = format!("system:serviceaccount:{rel}:pl-pause-ledger");
+    let groups = vec![
+        "system:serviceaccounts".to_string(),
+        format!("system:serviceaccounts:{rel}"),
+        "system:authenticated".into(),
+    ];
+    let ra = |ns: &str, group: &str, resource: &str, verb: &str, name: &str| json!({"namespace": ns, "group": group, "resource": resource, "verb": verb, "name": name});
+    let allow = [
+        ra(fleet, "", "configmaps", "get", "pause-ledger"),
+        ra(fleet, "", "configmaps", "patch", "pause-ledger"),
+        ra(fleet, "management.cattle.io", "managedcharts", "get", "any"),
+        ra(fleet, "management.cattle.io", "managedcharts", "patch", "any"),
+        ra(fleet, "fleet.cattle.io", "bundles", "get", "mcc-any"),
+        ra(fleet, "", "events", "create", ""),
+        // Discovery: the default system:discovery binding, not the chart, allows it.
+        json!({"path": "/apis/management.cattle.io/v3", "verb": "get"}),
+        json!({"path": "/api/v1", "verb": "get"}),
+    ];
+    let deny = [
+        ra(fleet, "", "configmaps", "get", "other"),
+        ra(fleet, "", "configmaps", "list", ""),
+        ra(fleet, "", "configmaps", "update", "pause-ledger"),
+        ra(fleet, "", "configmaps", "delete", "pause-ledger"),
+        ra(fleet, "", "configmaps", "create", ""),
+        ra(fleet, "", "secrets", "get", "any"),
+        ra(fleet, "management.cattle.io", "managedcharts", "list", ""),
+        ra(fleet, "management.cattle.io", "managedcharts", "watch", ""),
+        ra(fleet, "management.cattle.io", "managedcharts", "update", "any"),
+        ra(fleet, "management.cattle.io", "managedcharts", "delete", "any"),
+        ra(fleet, "fleet.cattle.io", "bundles", "patch", "mcc-any"),
+        ra(fleet, "", "events", "patch", "x"),
+        ra(fleet, "events.k8s.io", "events", "create", ""),
+        ra(rel, "management.cattle.io", "managedcharts", "get", "any"),
+        ra(rel, "", "configmaps", "get", "pause-ledger"),
+        ra("", "management.cattle.io", "managedcharts", "get", "any"),
+    ];
+    for a in allow {
+        assert!(allowed(&user, &groups, a.clone()).await, "denied: {a}");
+    }
+    for a in deny {
+        assert!(!allowed(&user, &groups, a.clone()).await, "allowed: {a}");
+    }
+    let binding = Api::<ClusterRoleBinding>::all(admin()).get("system:discovery").await.unwrap();
+    assert!(
+        binding.subjects.unwrap().iter().any(|s| s.kind == "Group" && s.name == "system:authenticated"),
+        "discovery is open to every authenticated user by default"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_rescue_job_from_helm_template() {
+    let rel = namespace("rescue-rel").await;
+    let fleet = namespace("rescue-fleet").await;
+    let _rancher = RancherStandIn::spawn(admin(), &fleet);
+    for n in ["harvester", "harvester-crd", "rancher-monitoring-crd", "rancher-logging-crd"] {
+        create_chart(&fleet, n).await;
+    }
+    // An aborted upgrade that recorded nothing left two charts paused.
+    set_paused_by_hand(&fleet, "harvester", true).await;
+    set_paused_by_hand(&fleet, "harvester-crd", true).await;
+    let values = format!(
+        "{}rescue: {{enabled: true, namespace: {fleet}, acknowledgeUnknownOwnership: true}}\n",
+        release_values(&fleet, "")
+    );
+    let (job, runs) = manual_run(&rel, "rescue", &values, |_| {}).await;
+    assert!(condition(&job, "Complete").is_some(), "{runs:#?}");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].args, vec!["rescue"]);
+    let report: Value = serde_json::from_str(&runs[0].stdout).unwrap();
+    let o = outcomes(&report);
+    assert_eq!(o["harvester"], "restored");
+    assert_eq!(o["harvester-crd"], "restored");
+    assert_eq!(o["rancher-logging-crd"], "already-running");
+    assert!(!paused(&fleet, "harvester").await && !paused(&fleet, "harvester-crd").await);
+    assert!(event_reasons(&fleet, "harvester").await.contains(&"RescueRestored".to_string()));
+}
