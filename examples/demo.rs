@@ -117,7 +117,8 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A ServiceAccount with exactly what restore needs: the ledger by name, get/patch on charts.
+/// A ServiceAccount with exactly what restore needs (the chart's rules): the ledger by name,
+/// get/patch on charts, get on their Bundles, create on Events.
 async fn restricted_kubeconfig(cp: &ControlPlane, client: &kube::Client) -> anyhow::Result<std::path::PathBuf> {
     let path = cp.service_account_kubeconfig(NS, "pause-ledger").await?;
     let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), NS);
@@ -129,6 +130,9 @@ async fn restricted_kubeconfig(cp: &ControlPlane, client: &kube::Client) -> anyh
                 "rules": [
                     {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["pause-ledger"], "verbs": ["get", "patch"]},
                     {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "verbs": ["get", "patch"]},
+                    // Propagation check: Rancher's generated Bundles, read only.
+                    {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "verbs": ["get"]},
+                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
                 ],
             }))?,
         )
