@@ -66,7 +66,30 @@ pub async fn build_client(opts: &ClientOptions) -> Result<Client, ConfigError> {
         (None, None) => kube::Config::infer().await.map_err(|e| ConfigError::Infer(e.to_string()))?,
     };
     config.default_retry = false;
-    Ok(Client::try_from(config)?)
+    nodelay_client(&config)
+}
+
+/// A client like `Client::try_from(config)`, but with TCP_NODELAY on its sockets: kube-client
+/// 5 leaves Nagle's algorithm on, so the first request on each new TLS connection waits for the
+/// server's delayed ACK (~40 ms on Linux). Measured (crates/bench): process start → first request
+/// 47 ms → 4 ms, and a 4-chart restore ~3× faster. Auth (tokens, exec, in-cluster refresh) and the
+/// base URI come from kube's own layers; timeouts are ours (`Access::request`).
+fn nodelay_client(config: &kube::Config) -> Result<Client, ConfigError> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::ConfigExt as _;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(client);
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 
 /// The verb of a request, for messages and RBAC hints.
