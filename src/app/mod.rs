@@ -47,10 +47,11 @@ async fn read_ledger_data(
     }))
 }
 
-fn exit_for_api(e: &ApiError, budget_expired: bool) -> Exit {
+fn exit_for_api(e: &ApiError, _budget_expired: bool) -> Exit {
     match classify(e) {
         ErrorClass::Forbidden => Exit::PermissionDenied,
-        ErrorClass::Transient if budget_expired => Exit::Deadline,
+        // Retried until the budget or the deadline ran out: the run could not finish in time.
+        ErrorClass::Transient => Exit::Deadline,
         _ => Exit::Error,
     }
 }
