@@ -89,6 +89,13 @@ pub fn default_field(group: &str, kind: &str) -> &'static str {
     KNOWN_KINDS.iter().find(|k| k.group == group && k.kind == kind).map(|k| k.field).unwrap_or("spec.paused")
 }
 
+/// The restore order of an entry that names none: Rancher's convention is that a chart named
+/// `*-crd` installs the CRDs the other charts use, so those ManagedCharts go first (0), the rest
+/// after (1).
+pub fn default_order(o: &ObjectRef) -> i32 {
+    if o.is_managed_chart() && o.name.ends_with("-crd") { 0 } else { 1 }
+}
+
 /// A dotted field path such as `spec.paused`, validated to lie under `spec`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

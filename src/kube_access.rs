@@ -443,7 +443,8 @@ fn transport_message(e: &kube::Error) -> String {
     msg
 }
 
-fn urlencode(s: &str) -> String {
+/// Percent-encode everything but RFC 3986 unreserved characters (query values, field managers).
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -436,8 +436,7 @@ fn validate_entry(raw: RawEntry, loc: &str, line: Option<u64>, issues: &mut Vec<
             None
         }
     };
-    // Rancher's convention: a chart named *-crd installs the CRDs the other charts use.
-    let order = raw.order.unwrap_or(if object.is_managed_chart() && object.name.ends_with("-crd") { 0 } else { 1 });
+    let order = raw.order.unwrap_or_else(|| kinds::default_order(&object));
     if issues.len() != before {
         return None;
     }
@@ -459,14 +458,16 @@ fn check_duplicates(entries: &[Entry], issues: &mut Vec<Issue>) {
     }
 }
 
-fn check_upgrade_id(id: &str, loc: &str, issues: &mut Vec<Issue>) {
-    // The id is stored in an annotation value and in Event messages: keep it printable and short.
+/// Check an upgrade id: it is stored in an annotation value and in Event messages, so it must
+/// be printable and short.
+pub fn check_upgrade(id: &str) -> Result<(), String> {
     let ok = !id.is_empty() && id.len() <= 253 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c));
-    if !ok {
-        issues.push(Issue {
-            location: loc.to_string(),
-            message: format!("upgrade id {id:?} must be 1-253 characters of letters, digits and -._:/"),
-        });
+    if ok { Ok(()) } else { Err(format!("upgrade id {id:?} must be 1-253 characters of letters, digits and -._:/")) }
+}
+
+fn check_upgrade_id(id: &str, loc: &str, issues: &mut Vec<Issue>) {
+    if let Err(message) = check_upgrade(id) {
+        issues.push(Issue { location: loc.to_string(), message });
     }
 }
 

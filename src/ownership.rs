@@ -108,7 +108,7 @@ fn field_owners(obj: &Value, field: &FieldPath) -> Vec<String> {
 }
 
 /// JSON Pointer to the mark annotation (`/` in the key escaped per RFC 6901).
-fn mark_pointer() -> String {
+pub fn mark_pointer() -> String {
     format!("/metadata/annotations/{}", MARK_ANNOTATION.replace('~', "~0").replace('/', "~1"))
 }
 

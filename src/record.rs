@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::kinds::ObjectRef;
 use crate::kube_access::{Access, ApiError, configmap_path, object_path};
 use crate::ledger::{self, Entry, FORMAT_VERSION, LEDGER_KEY, Ledger, LedgerRef};
-use crate::ownership::{Decision, MARK_ANNOTATION, decide, pause_patch, pause_state};
+use crate::ownership::{Decision, decide, mark_pointer, pause_patch, pause_state};
 use crate::plan::{Plan, Step};
 use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
 use crate::status;
@@ -484,10 +484,9 @@ async fn retake_mark(
     if !matches!(decide(&st, &e.field, &old.upgrade, old.ownership, &old.field_manager), Decision::Restore { .. }) {
         return;
     }
-    let mark = format!("/metadata/annotations/{}", MARK_ANNOTATION.replace('/', "~1"));
     let patch = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": st.resource_version},
-        {"op": "add", "path": mark, "value": upgrade},
+        {"op": "add", "path": mark_pointer(), "value": upgrade},
     ]);
     if let Err(err) = access.json_patch(&target, &path, &patch, ledger::DEFAULT_FIELD_MANAGER, false).await {
         tracing::warn!(object = %target, error = %err, "could not take over the mark; it stays the old upgrade's");

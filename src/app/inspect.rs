@@ -42,7 +42,7 @@ pub async fn validate(args: &ValidateArgs, access: Option<Access>) -> Exit {
             Err(PlanError::Ledger(e)) => result = Err(e),
             Err(PlanError::Api(e)) => {
                 eprintln!("pause-ledger: discovery failed: {e}");
-                return exit_for_api(&e, false);
+                return exit_for_api(&e);
             }
         }
     }
@@ -85,7 +85,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
         }
         Err(e) => {
             eprintln!("pause-ledger: cannot read ledger {at}: {e}");
-            return exit_for_api(&e, false);
+            return exit_for_api(&e);
         }
     };
     let ledger = match ledger::parse_configmap_data(&data) {
@@ -104,7 +104,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
         }
         Err(PlanError::Api(e)) => {
             eprintln!("pause-ledger: discovery failed: {e}");
-            return exit_for_api(&e, false);
+            return exit_for_api(&e);
         }
     };
     let mut rows = Vec::new();
@@ -123,7 +123,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
             },
             Ok(None) => (json!("gone"), None),
             Err(err) => {
-                exit = exit_for_api(&err, false);
+                exit = exit_for_api(&err);
                 (Value::Null, Some(err.to_string()))
             }
         };

@@ -47,7 +47,7 @@ async fn read_ledger_data(
     }))
 }
 
-fn exit_for_api(e: &ApiError, _budget_expired: bool) -> Exit {
+fn exit_for_api(e: &ApiError) -> Exit {
     match classify(e) {
         ErrorClass::Forbidden => Exit::PermissionDenied,
         // Retried until the budget or the deadline ran out: the run could not finish in time.

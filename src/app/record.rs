@@ -8,7 +8,7 @@ use crate::cli::{Output, RecordArgs};
 use crate::events::{Reason, Recorder};
 use crate::exit::Exit;
 use crate::kinds::{self, FieldPath, ObjectRef};
-use crate::kube_access::{Access, Verb, object_path};
+use crate::kube_access::{Access, Verb, object_path, urlencode};
 use crate::ledger::{self, Entry, Form, Issue, Ledger, LedgerError, Ownership};
 use crate::plan::{self, PlanError};
 use crate::record::{RecordEntry, RecordError, RecordOptions, RecordOutcome};
@@ -23,7 +23,7 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
         exit
     };
     let mut issues = Vec::new();
-    if let Err(m) = check_upgrade(&args.upgrade) {
+    if let Err(m) = ledger::check_upgrade(&args.upgrade) {
         issues.push(Issue { location: "--upgrade".into(), message: m });
     }
     let targets = match targets(&run, args, &mut issues).await {
@@ -48,7 +48,7 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
     let plan = match plan::resolve(&run.access, &ledger, &run.policy, run.entries_deadline).await {
         Ok(p) => p,
         Err(PlanError::Ledger(e)) => return print(Exit::InvalidLedger, &[], None, &e.to_string()),
-        Err(PlanError::Api(e)) => return print(exit_for_api(&e, false), &[], None, &e.to_string()),
+        Err(PlanError::Api(e)) => return print(exit_for_api(&e), &[], None, &e.to_string()),
     };
     let opts = RecordOptions {
         upgrade: args.upgrade.clone(),
@@ -74,7 +74,7 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
         }
         Err(RecordError::Api(e)) => {
             tracing::error!(error = %e, "record failed");
-            return print(exit_for_api(&e, false), &[], None, &e.to_string());
+            return print(exit_for_api(&e), &[], None, &e.to_string());
         }
         Err(e) => return print(Exit::Error, &[], None, &e.to_string()),
     };
@@ -133,11 +133,6 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
     print(exit, &results, Some(&yaml), &message)
 }
 
-fn check_upgrade(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty() && id.len() <= 253 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c));
-    if ok { Ok(()) } else { Err(format!("upgrade id {id:?} must be 1-253 characters of letters, digits and -._:/")) }
-}
-
 /// The objects to pause: a preset, names, or a label selector.
 async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> Result<Vec<Entry>, (Exit, String)> {
     if let Some(p) = args.preset {
@@ -175,8 +170,7 @@ async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> R
             namespace: args.namespace.clone(),
             name,
         };
-        let order =
-            args.order.unwrap_or(if object.is_managed_chart() && object.name.ends_with("-crd") { 0 } else { 1 });
+        let order = args.order.unwrap_or_else(|| kinds::default_order(&object));
         out.push(Entry { object, field: field.clone(), order, line: None });
     }
     Ok(out)
@@ -188,19 +182,13 @@ async fn list_names(run: &Run<'_>, args: &RecordArgs, selector: &str) -> Result<
         Ok(None) => {
             return Err((Exit::InvalidLedger, format!("kind {} {} is not served", args.api_version, args.kind)));
         }
-        Err(e) => return Err((exit_for_api(&e, false), e.to_string())),
+        Err(e) => return Err((exit_for_api(&e), e.to_string())),
     };
     let ns = args.namespace.as_deref().filter(|_| resolved.namespaced);
     if resolved.namespaced && ns.is_none() {
         return Err((Exit::Usage, format!("{} is namespaced: pass --namespace with --selector", args.kind)));
     }
-    let query: String = selector
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let query = urlencode(selector);
     let path = format!("{}?labelSelector={query}", object_path(&args.api_version, &resolved.plural, ns, None));
     let budget = Budget::new(run.policy.max_attempts, run.entries_deadline);
     let target = format!("{} {selector}", args.kind);
@@ -208,7 +196,7 @@ async fn list_names(run: &Run<'_>, args: &RecordArgs, selector: &str) -> Result<
         run.access.request(Verb::List, &target, http::Method::GET, &path, None)
     })
     .await
-    .map_err(|e| (exit_for_api(&e, false), e.to_string()))?;
+    .map_err(|e| (exit_for_api(&e), e.to_string()))?;
     Ok(list
         .get("items")
         .and_then(Value::as_array)

@@ -54,7 +54,7 @@ pub async fn restore(args: &RestoreArgs, access: Access, cancel: CancellationTok
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the ledger");
-            let exit = exit_for_api(&e, tokio::time::Instant::now() >= run.entries_deadline);
+            let exit = exit_for_api(&e);
             return finish(exit, None, vec![], format!("cannot read ledger {at}: {e}"));
         }
     };
@@ -105,12 +105,10 @@ pub async fn restore(args: &RestoreArgs, access: Access, cancel: CancellationTok
                 tracing::error!(error = %e, "could not write the status");
                 if exit == Exit::Success {
                     exit = match &e {
-                        status::StatusError::Api(a) => {
-                            match exit_for_api(a, tokio::time::Instant::now() >= run.deadline) {
-                                Exit::Error => Exit::PartialFailure,
-                                x => x,
-                            }
-                        }
+                        status::StatusError::Api(a) => match exit_for_api(a) {
+                            Exit::Error => Exit::PartialFailure,
+                            x => x,
+                        },
                         _ => Exit::PartialFailure,
                     };
                     message = e.to_string();
@@ -175,7 +173,7 @@ pub async fn rescue(args: &RescueArgs, access: Access, cancel: CancellationToken
             },
             Ok(None) => eprintln!("rescue: {o} does not exist"),
             Err(e) => {
-                let exit = exit_for_api(&e, false);
+                let exit = exit_for_api(&e);
                 return run.finish(exit, label, String::new(), vec![], format!("cannot read {o}: {e}"));
             }
         }
@@ -212,7 +210,7 @@ async fn resolve(run: &Run<'_>, ledger: &Ledger) -> Result<Plan, (Exit, String)>
         }
         Err(PlanError::Api(e)) => {
             tracing::error!(error = %e, "API discovery failed");
-            Err((exit_for_api(&e, tokio::time::Instant::now() >= run.entries_deadline), e.to_string()))
+            Err((exit_for_api(&e), e.to_string()))
         }
     }
 }
