@@ -98,9 +98,10 @@ async fn read_ledger(access: &Access, at: &LedgerRef) -> Result<Ledger> {
 pub async fn run(args: &PeerArgs) -> Result<PeerOutput> {
     let started = Instant::now();
     let client = if args.nodelay {
-        nodelay_client(&args.kubeconfig).await?
-    } else {
+        // pause-ledger's own client: TCP_NODELAY since the benchmark showed Nagle's cost.
         build_client(&ClientOptions { kubeconfig: Some(args.kubeconfig.clone()), context: None }).await?
+    } else {
+        nagle_client(&args.kubeconfig).await?
     };
     let access = Access::new(client.clone(), Duration::from_secs(30));
     let ledger = read_ledger(&access, &args.ledger).await?;
@@ -116,29 +117,14 @@ pub async fn run(args: &PeerArgs) -> Result<PeerOutput> {
     Ok(out)
 }
 
-/// pause-ledger's client (kubeconfig, kube-client retries off) with TCP_NODELAY on its
-/// sockets: kube-client 5's `Client::try_from(Config)` uses hyper-util's `HttpConnector`
-/// with Nagle's algorithm on, so the first request on every new TLS connection (written right
-/// after the client's Finished) waits for the server's delayed ACK, ~40 ms on Linux.
-pub async fn nodelay_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::rt::TokioExecutor;
-    use kube::client::ConfigExt as _;
+/// kube-client 5's stock client (`Client::try_from(Config)`, Nagle's algorithm on) with its
+/// retries off: what pause-ledger used before it set TCP_NODELAY, kept as the baseline of the
+/// (e) vs (f) comparison.
+pub async fn nagle_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     config.default_retry = false;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let https = config.rustls_https_connector_with_connector(http)?;
-    let client =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build::<_, kube::client::Body>(https);
-    let service = tower::ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer()?)
-        .map_err(tower::BoxError::from)
-        .service(client);
-    Ok(kube::Client::new(service, config.default_namespace))
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn chart_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
