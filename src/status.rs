@@ -4,7 +4,7 @@
 //! Writes are compare-and-set on the ConfigMap's resourceVersion; on a lost race the status
 //! is read again and merged, so concurrent runs each add their results and none is lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -49,9 +49,34 @@ pub struct StatusDoc {
     pub updated_at: Timestamp,
     /// The last run's exit code.
     pub last_exit_code: i32,
-    /// Per-entry status.
+    /// Ids of the latest runs that wrote this status, oldest first (at most [`RECENT_RUNS`]):
+    /// a run whose write was applied but whose answer was lost finds its id here and does not
+    /// count itself twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_runs: Vec<String>,
+    /// How many entries have each outcome.
+    #[serde(default)]
+    pub counts: BTreeMap<Outcome, usize>,
+    /// Compact form only: one letter per ledger entry, in ledger order ([`letter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<String>,
+    /// Per-entry status: every entry in the full form; in the compact form only entries that
+    /// need attention (not settled, or not ours), as many as fit.
     pub entries: Vec<EntryStatus>,
+    /// Compact form: how many entries `entries` leaves out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// How many run ids a status keeps.
+pub const RECENT_RUNS: usize = 16;
+
+/// The ConfigMap size limit kube-apiserver enforces on the sum of its data values (1 MiB).
+pub const CONFIGMAP_LIMIT: usize = 1024 * 1024;
 
 /// One entry's status.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +105,43 @@ pub struct EntryStatus {
     pub detail: Option<String>,
 }
 
+impl EntryStatus {
+    fn bare(object: ObjectRef, outcome: Outcome) -> Self {
+        Self {
+            object,
+            outcome,
+            attempts: 0,
+            first_attempt_at: None,
+            last_attempt_at: None,
+            restored_at: None,
+            last_error: None,
+            detail: None,
+        }
+    }
+}
+
+/// The compact form's letter for an outcome (docs/ledger.md).
+pub fn letter(o: Outcome) -> char {
+    match o {
+        Outcome::Restored => 'r',
+        Outcome::WouldRestore => 'w',
+        Outcome::AlreadyRunning => 'a',
+        Outcome::Gone => 'g',
+        Outcome::NotOurs => 'n',
+        Outcome::Failed => 'f',
+        Outcome::Skipped => 's',
+        Outcome::NotPropagated => 'p',
+        Outcome::Repaused => 'x',
+    }
+}
+
+fn from_letter(c: char) -> Option<Outcome> {
+    use Outcome::*;
+    [Restored, WouldRestore, AlreadyRunning, Gone, NotOurs, Failed, Skipped, NotPropagated, Repaused]
+        .into_iter()
+        .find(|o| letter(*o) == c)
+}
+
 /// Parse a status document; `None` if absent or unreadable (it is ours to overwrite).
 pub fn parse(data: Option<&str>) -> Option<StatusDoc> {
     let text = data?;
@@ -101,24 +163,48 @@ pub fn is_done(doc: &StatusDoc, ledger: &Ledger) -> bool {
     doc.state == State::Done && doc.ledger_digest == ledger.digest
 }
 
-/// Merge this run's results into a previous status of the same ledger.
-pub fn merge(
-    prev: Option<StatusDoc>,
-    ledger: &Ledger,
-    results: &[EntryReport],
-    started_at: Timestamp,
-    exit_code: i32,
-) -> StatusDoc {
+impl StatusDoc {
+    /// Every entry's status for `ledger` (which must be the ledger this status describes),
+    /// from either form: entries the compact form does not list get their outcome from
+    /// `outcomes` and nothing else.
+    pub fn per_entry(&self, ledger: &Ledger) -> HashMap<ObjectRef, EntryStatus> {
+        let mut m: HashMap<ObjectRef, EntryStatus> =
+            self.entries.iter().map(|e| (e.object.clone(), e.clone())).collect();
+        if self.ledger_digest != ledger.digest {
+            return m;
+        }
+        if let Some(letters) = &self.outcomes {
+            for (e, c) in ledger.entries.iter().zip(letters.chars()) {
+                if let (false, Some(o)) = (m.contains_key(&e.object), from_letter(c)) {
+                    m.insert(e.object.clone(), EntryStatus::bare(e.object.clone(), o));
+                }
+            }
+        }
+        m
+    }
+
+    /// Whether run `id` already wrote this status.
+    pub fn written_by(&self, id: &str) -> bool {
+        self.recent_runs.iter().any(|r| r == id)
+    }
+}
+
+/// Merge this run's results into a previous status of the same ledger (always the full form;
+/// [`encode`] compacts it when it does not fit).
+pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> StatusDoc {
     let prev = prev.filter(|p| p.ledger_digest == ledger.digest);
-    let mut by_obj: HashMap<ObjectRef, EntryStatus> =
-        prev.as_ref().map(|p| p.entries.iter().map(|e| (e.object.clone(), e.clone())).collect()).unwrap_or_default();
+    let mut by_obj = prev.as_ref().map(|p| p.per_entry(ledger)).unwrap_or_default();
     let now = Timestamp::now();
-    for r in results {
+    for r in run.results {
         let old = by_obj.remove(&r.object);
+        let was_restored = old.as_ref().is_some_and(|o| o.outcome == Outcome::Restored || o.restored_at.is_some());
         let restored_at = (r.outcome == Outcome::Restored).then_some(now).or(old.as_ref().and_then(|o| o.restored_at));
         // A concurrent or earlier run restored it; this run found it running: keep "restored".
-        let outcome =
-            if r.outcome == Outcome::AlreadyRunning && restored_at.is_some() { Outcome::Restored } else { r.outcome };
+        let outcome = if r.outcome == Outcome::AlreadyRunning && (was_restored || restored_at.is_some()) {
+            Outcome::Restored
+        } else {
+            r.outcome
+        };
         let attempted = r.attempts > 0;
         by_obj.insert(
             r.object.clone(),
@@ -137,17 +223,77 @@ pub fn merge(
     // Keep ledger order.
     let entries: Vec<EntryStatus> = ledger.entries.iter().filter_map(|e| by_obj.remove(&e.object)).collect();
     let done = entries.len() == ledger.entries.len() && entries.iter().all(|e| e.outcome.is_final());
+    let mut counts = BTreeMap::new();
+    for e in &entries {
+        *counts.entry(e.outcome).or_insert(0) += 1;
+    }
+    let mut recent_runs = prev.as_ref().map(|p| p.recent_runs.clone()).unwrap_or_default();
+    recent_runs.push(run.id.to_string());
+    let excess = recent_runs.len().saturating_sub(RECENT_RUNS);
+    recent_runs.drain(..excess);
     StatusDoc {
         version: STATUS_VERSION.to_string(),
         upgrade: ledger.upgrade.clone(),
         ledger_digest: ledger.digest.clone(),
         state: if done { State::Done } else { State::Incomplete },
         runs: prev.as_ref().map_or(0, |p| p.runs) + 1,
-        last_run_started_at: started_at,
+        last_run_started_at: run.started_at,
         updated_at: now,
-        last_exit_code: exit_code,
+        last_exit_code: run.exit_code,
+        recent_runs,
+        counts,
+        outcomes: None,
         entries,
+        unlisted: 0,
     }
+}
+
+/// Serialize `doc` in at most `limit` bytes: the full form when it fits, else the compact form
+/// (one letter per entry, plus as many entries that need attention as fit). Returns the text
+/// and whether it is compact; [`StatusError::TooLarge`] when not even the compact form without
+/// entries fits.
+pub fn encode(doc: &StatusDoc, limit: usize) -> Result<(String, bool), StatusError> {
+    let text = to_yaml(doc)?;
+    if text.len() <= limit {
+        return Ok((text, false));
+    }
+    let mut compact = doc.clone();
+    compact.outcomes = Some(doc.entries.iter().map(|e| letter(e.outcome)).collect());
+    // Settled entries are all alike; what an operator needs to read is what is not.
+    let attention: Vec<EntryStatus> =
+        doc.entries.iter().filter(|e| !e.outcome.is_final() || e.outcome == Outcome::NotOurs).cloned().collect();
+    // Halve the listed entries until it fits (log2(n) encodings at worst).
+    let mut keep = attention.len();
+    loop {
+        compact.entries = attention[..keep].to_vec();
+        compact.unlisted = doc.entries.len() - keep;
+        let text = to_yaml(&compact)?;
+        if text.len() <= limit {
+            return Ok((text, true));
+        }
+        if keep == 0 {
+            return Err(StatusError::TooLarge { needed: text.len(), room: limit });
+        }
+        keep /= 2;
+    }
+}
+
+fn to_yaml(doc: &StatusDoc) -> Result<String, StatusError> {
+    serde_saphyr::to_string(doc).map_err(|e| StatusError::Encode(e.to_string()))
+}
+
+/// Bytes left for the status under the ConfigMap limit, given the ConfigMap's other data.
+fn room(cm: &Value) -> usize {
+    // kube-apiserver counts the values of data and binaryData; keys are counted here too, to
+    // stay on the safe side of the limit.
+    let used: usize = ["data", "binaryData"]
+        .iter()
+        .filter_map(|k| cm.get(k).and_then(Value::as_object))
+        .flatten()
+        .filter(|(k, _)| k.as_str() != STATUS_KEY)
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    CONFIGMAP_LIMIT.saturating_sub(used + STATUS_KEY.len())
 }
 
 /// Errors writing the status.
@@ -162,17 +308,35 @@ pub enum StatusError {
     /// Serialization failed.
     #[error("writing {STATUS_KEY}: {0}")]
     Encode(String),
+    /// Not even the compact status fits next to the ledger under the ConfigMap size limit.
+    #[error(
+        "writing {STATUS_KEY}: not even the compact status ({needed} bytes) fits in the {room} bytes the ledger leaves under the 1 MiB ConfigMap limit"
+    )]
+    TooLarge {
+        /// Bytes the compact status without entries needs.
+        needed: usize,
+        /// Bytes available.
+        room: usize,
+    },
 }
 
 /// What one run contributes to the status.
 #[derive(Clone, Copy, Debug)]
 pub struct RunResult<'a> {
+    /// This run's id ([`run_id`]).
+    pub id: &'a str,
     /// Per-entry results.
     pub results: &'a [EntryReport],
     /// When the run started.
     pub started_at: Timestamp,
     /// Its exit code.
     pub exit_code: i32,
+}
+
+/// A run's id: its start time, host (the pod name in a Job) and process id.
+pub fn run_id(started_at: Timestamp) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!("{started_at}/{host}/{}", std::process::id())
 }
 
 /// Write (merge) this run's results into the ledger ConfigMap, compare-and-set.
@@ -192,8 +356,18 @@ pub async fn write(
             .ok_or(StatusError::Gone)?;
         let rv = cm.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let prev = parse(cm.pointer(&format!("/data/{STATUS_KEY}")).and_then(Value::as_str));
-        let doc = merge(prev, ledger, run.results, run.started_at, run.exit_code);
-        let text = serde_saphyr::to_string(&doc).map_err(|e| StatusError::Encode(e.to_string()))?;
+        if let Some(p) = prev.as_ref().filter(|p| p.written_by(run.id)) {
+            // Our earlier attempt was applied; its answer was lost. Counting it again would
+            // double `runs` (and overwrite a concurrent run's merge with a stale one).
+            tracing::debug!("the status already carries this run's write");
+            return Ok(p.clone());
+        }
+        let doc = merge(prev, ledger, &run);
+        let room = room(&cm);
+        let (text, compact) = encode(&doc, room)?;
+        if compact {
+            tracing::info!(room, bytes = text.len(), "status written in the compact form (the full form does not fit)");
+        }
         let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
         if cm.get("data").is_none_or(Value::is_null) {
             ops.push(json!({"op": "add", "path": "/data", "value": {}}));
@@ -210,6 +384,126 @@ pub async fn write(
                 tracing::debug!("ledger ConfigMap changed while writing status; merging again");
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn ledger(n: usize) -> Ledger {
+        let mut text =
+            String::from("version: pause-ledger/v1\nupgrade: u1\npausedAt: 2026-11-27T10:00:00Z\nentries:\n");
+        for i in 0..n {
+            text.push_str(&format!("  - namespace: fleet-local\n    name: chart-{i:05}\n"));
+        }
+        let data = BTreeMap::from([(crate::ledger::LEDGER_KEY.to_string(), text)]);
+        crate::ledger::parse_configmap_data(&data).expect("test ledger is valid")
+    }
+
+    fn results(l: &Ledger, f: impl Fn(usize) -> Outcome) -> Vec<EntryReport> {
+        l.entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut r = EntryReport::new(e.object.clone(), e.field.to_string(), e.order, f(i));
+                r.attempts = 1;
+                if !r.outcome.is_final() {
+                    r.error = Some(format!("failed because of reason number {i}"));
+                }
+                r
+            })
+            .collect()
+    }
+
+    fn run<'a>(id: &'a str, results: &'a [EntryReport]) -> RunResult<'a> {
+        RunResult { id, results, started_at: Timestamp::now(), exit_code: 3 }
+    }
+
+    #[test]
+    fn small_status_is_the_full_form() {
+        let l = ledger(3);
+        let res = results(&l, |_| Outcome::Restored);
+        let doc = merge(None, &l, &run("r1", &res));
+        let (text, compact) = encode(&doc, CONFIGMAP_LIMIT).unwrap();
+        assert!(!compact);
+        let back = parse(Some(&text)).unwrap();
+        assert_eq!(back.entries.len(), 3);
+        assert!(back.outcomes.is_none());
+        assert_eq!(back.counts.get(&Outcome::Restored), Some(&3));
+        assert_eq!(back.state, State::Done);
+    }
+
+    #[test]
+    fn compact_form_keeps_every_outcome_and_lists_what_needs_attention() {
+        let l = ledger(5000);
+        let res = results(&l, |i| if i % 1000 == 7 { Outcome::Failed } else { Outcome::Restored });
+        let doc = merge(None, &l, &run("r1", &res));
+        let full = to_yaml(&doc).unwrap().len();
+        let limit = 64 * 1024;
+        assert!(full > limit, "full form {full} bytes should not fit");
+        let (text, compact) = encode(&doc, limit).unwrap();
+        assert!(compact && text.len() <= limit, "{} bytes", text.len());
+        let back = parse(Some(&text)).unwrap();
+        assert_eq!(back.outcomes.as_ref().map(String::len), Some(5000));
+        assert_eq!(back.entries.len(), 5, "only the failed entries are listed");
+        assert!(back.entries.iter().all(|e| e.outcome == Outcome::Failed && e.last_error.is_some()));
+        assert_eq!(back.unlisted, 4995);
+        assert_eq!(back.counts.get(&Outcome::Failed), Some(&5));
+        let per = back.per_entry(&l);
+        assert_eq!(per.len(), 5000);
+        assert_eq!(per[&l.entries[7].object].outcome, Outcome::Failed);
+        assert_eq!(per[&l.entries[8].object].outcome, Outcome::Restored);
+
+        // A rerun finds the restored ones running: they stay "restored"; the failed ones settle.
+        let res2 = results(&l, |_| Outcome::AlreadyRunning);
+        let doc2 = merge(Some(back), &l, &run("r2", &res2));
+        assert_eq!(doc2.counts.get(&Outcome::Restored), Some(&4995));
+        assert_eq!(doc2.counts.get(&Outcome::AlreadyRunning), Some(&5));
+        assert_eq!(doc2.state, State::Done);
+        assert_eq!(doc2.runs, 2);
+        assert_eq!(doc2.recent_runs, ["r1", "r2"]);
+    }
+
+    #[test]
+    fn compact_form_truncates_the_listed_entries_to_fit() {
+        let l = ledger(2000);
+        let res = results(&l, |_| Outcome::Failed);
+        let doc = merge(None, &l, &run("r1", &res));
+        let (text, compact) = encode(&doc, 64 * 1024).unwrap();
+        assert!(compact && text.len() <= 64 * 1024);
+        let back = parse(Some(&text)).unwrap();
+        assert!(!back.entries.is_empty() && back.entries.len() < 2000);
+        assert_eq!(back.entries.len() + back.unlisted, 2000);
+        assert_eq!(back.counts.get(&Outcome::Failed), Some(&2000));
+        assert_eq!(back.state, State::Incomplete);
+        // Nothing fits: an error that says so, not a status the server will refuse.
+        let e = encode(&doc, 1000).unwrap_err();
+        assert!(e.to_string().contains("under the 1 MiB ConfigMap limit"), "{e}");
+    }
+
+    #[test]
+    fn run_ids_are_bounded_and_found() {
+        let l = ledger(1);
+        let res = results(&l, |_| Outcome::Restored);
+        let mut doc = None;
+        for i in 0..20 {
+            doc = Some(merge(doc, &l, &run(&format!("r{i}"), &res)));
+        }
+        let doc = doc.unwrap();
+        assert_eq!(doc.recent_runs.len(), RECENT_RUNS);
+        assert!(doc.written_by("r19") && !doc.written_by("r0"));
+        assert_eq!(doc.runs, 20);
+    }
+
+    #[test]
+    fn letters_round_trip() {
+        use Outcome::*;
+        for o in [Restored, WouldRestore, AlreadyRunning, Gone, NotOurs, Failed, Skipped, NotPropagated, Repaused] {
+            assert_eq!(from_letter(letter(o)), Some(o));
         }
     }
 }

@@ -357,3 +357,56 @@ async fn context_flag_selects_the_kubeconfig_context() {
     assert_eq!(good.code, 0, "{good:#?}");
     assert!(!paused(&ns, "harvester").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_ledger_near_the_configmap_limit_is_written_compact() {
+    // A ConfigMap holds at most 1 MiB of data. A ledger padded with YAML comments to ~1,020,000
+    // bytes leaves ~28 KB, less than the full status of 120 entries (~300 bytes each): the
+    // compact form must be written instead of a status the API server refuses.
+    let ns = namespace("compact").await;
+    let (names, ledger) = seed_paused(&ns, "c", 120).await;
+    create_chart(&ns, "by-hand").await;
+    set_paused_by_hand(&ns, "by-hand", true).await;
+    let mut refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    refs.push("by-hand");
+    let mut text = full_ledger(&ns, &refs);
+    let line = format!("# {}\n", "padding ".repeat(12));
+    while text.len() + line.len() < 1_020_000 {
+        text.push_str(&line);
+    }
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &text)]).await;
+
+    let r = run(&["restore", "--ledger", &ledger, "-o", "json", "--events=false"]).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(r.json()["summary"]["restored"], 120, "{r:#?}");
+    let data = ledger_data(&ns, "pause-ledger").await;
+    let total: usize = data.values().map(String::len).sum();
+    assert!(total <= 1024 * 1024, "{total} bytes");
+    let status: Value = serde_saphyr::from_str(&data["status.yaml"]).unwrap();
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["counts"]["restored"], 120, "{status}");
+    assert_eq!(status["counts"]["not-ours"], 1, "{status}");
+    let letters = status["outcomes"].as_str().unwrap();
+    assert_eq!(letters, format!("{}n", "r".repeat(120)));
+    // Only the entry that needs a reader's attention is listed, with its explanation.
+    let listed = status["entries"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{status}");
+    assert_eq!(listed[0]["object"]["name"], "by-hand");
+    assert!(listed[0]["detail"].is_string(), "{status}");
+    assert_eq!(status["unlisted"], 120);
+
+    // `status` expands the compact form: every entry shows its recorded outcome.
+    let s = run(&["status", "--ledger", &ledger, "-o", "json"]).await;
+    assert_eq!(s.code, 0, "{s:#?}");
+    let rows = s.json()["entries"].as_array().unwrap().clone();
+    assert_eq!(rows.iter().filter(|e| e["status"]["outcome"] == "restored").count(), 120);
+    assert_eq!(s.json()["status"]["compact"], true);
+
+    // A forced rerun merges into the compact status: restored entries stay "restored".
+    let again = run(&["restore", "--ledger", &ledger, "-o", "json", "--events=false", "--force"]).await;
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert_eq!(again.json()["summary"]["already-running"], 120);
+    let status: Value = serde_saphyr::from_str(&ledger_data(&ns, "pause-ledger").await["status.yaml"]).unwrap();
+    assert_eq!(status["counts"]["restored"], 120, "{status}");
+    assert_eq!(status["runs"], 2, "{status}");
+}

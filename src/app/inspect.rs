@@ -107,6 +107,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
             return exit_for_api(&e);
         }
     };
+    let recorded_by_obj = doc.as_ref().map(|d| d.per_entry(&ledger)).unwrap_or_default();
     let mut rows = Vec::new();
     let mut exit = Exit::Success;
     for step in plan.waves.iter().flat_map(|w| &w.steps) {
@@ -115,7 +116,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
         let budget = Budget::new(policy.max_attempts, deadline);
         let path = Access::path(&step.resolved, &e.object);
         let live = with_retry(&policy, &budget, &format!("get {target}"), || access.get(&target, &path)).await;
-        let recorded = doc.as_ref().and_then(|d| d.entries.iter().find(|s| s.object == e.object));
+        let recorded = recorded_by_obj.get(&e.object);
         let (live_state, err) = match live {
             Ok(Some(obj)) => match pause_state(&obj, &e.field) {
                 Ok(s) => (json!(s), None),
@@ -139,7 +140,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
             serde_json::to_string_pretty(&json!({
                 "ledger": at.to_string(), "upgrade": ledger.upgrade, "pausedAt": ledger.paused_at,
                 "ownership": ledger.ownership, "form": ledger.form, "digest": ledger.digest,
-                "status": doc.as_ref().map(|d| json!({"state": d.state, "runs": d.runs, "updatedAt": d.updated_at, "lastExitCode": d.last_exit_code, "current": d.ledger_digest == ledger.digest})),
+                "status": doc.as_ref().map(|d| json!({"state": d.state, "runs": d.runs, "updatedAt": d.updated_at, "lastExitCode": d.last_exit_code, "current": d.ledger_digest == ledger.digest, "counts": d.counts, "compact": d.outcomes.is_some()})),
                 "entries": rows,
                 "pausedBefore": ledger.paused_before,
             }))
@@ -153,7 +154,13 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
                 ledger.ownership
             );
             match &doc {
-                Some(d) => println!("status {:?}  runs {}  updated {}  last exit {}", d.state, d.runs, d.updated_at, d.last_exit_code),
+                Some(d) => {
+                    let counts = d.counts.iter().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ");
+                    println!(
+                        "status {:?}  runs {}  updated {}  last exit {}  ({counts})",
+                        d.state, d.runs, d.updated_at, d.last_exit_code
+                    )
+                }
                 None => println!("status: never restored"),
             }
             println!("{:<6} {:<60} {:<8} {:<28} {:<16} NOTE", "ORDER", "OBJECT", "PAUSED", "MARK", "OUTCOME");

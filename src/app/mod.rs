@@ -64,6 +64,8 @@ struct Run<'a> {
     plain_logs: bool,
     started: Instant,
     started_at: Timestamp,
+    /// Identifies this run's status write ([`crate::status::run_id`]).
+    run_id: String,
     /// The whole run's deadline.
     deadline: Instant,
     /// When entry work must stop, leaving time to write the status.
@@ -76,13 +78,15 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let deadline = started + args.timeout;
         let reserve = (args.timeout / 10).min(Duration::from_secs(10));
+        let started_at = Timestamp::now();
         Self {
             args,
             access,
             cancel,
             plain_logs,
             started,
-            started_at: Timestamp::now(),
+            started_at,
+            run_id: crate::status::run_id(started_at),
             deadline,
             entries_deadline: deadline - reserve,
             policy: Policy { min_delay: args.min_delay, max_delay: args.max_delay, max_attempts: args.max_attempts },

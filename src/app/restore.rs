@@ -98,7 +98,12 @@ pub async fn restore(args: &RestoreArgs, access: Access, cancel: CancellationTok
     if !run.args.dry_run {
         // Its own budget; the deadline is the overall one, past the entries' deadline.
         let budget = Budget::new(run.policy.max_attempts, run.deadline);
-        let record = status::RunResult { results: &results, started_at: run.started_at, exit_code: exit.code() };
+        let record = status::RunResult {
+            id: &run.run_id,
+            results: &results,
+            started_at: run.started_at,
+            exit_code: exit.code(),
+        };
         match status::write(&run.access, at, &ledger, record, &run.policy, &budget).await {
             Ok(doc) => tracing::info!(state = ?doc.state, runs = doc.runs, "status written to {}", ledger::STATUS_KEY),
             Err(e) => {

@@ -260,7 +260,8 @@ async fn list_cas(
     }
     let exit = pause_ledger::report::exit_for(&reports);
     let budget = Budget::new(policy.max_attempts, deadline);
-    let run = pause_ledger::status::RunResult { results: &reports, started_at, exit_code: exit.code() };
+    let id = pause_ledger::status::run_id(started_at);
+    let run = pause_ledger::status::RunResult { id: &id, results: &reports, started_at, exit_code: exit.code() };
     pause_ledger::status::write(access, at, ledger, run, &policy, &budget).await?;
     let restored = reports.iter().filter(|r| r.outcome == Outcome::Restored).count() as u64;
     let failed = reports.iter().filter(|r| r.outcome == Outcome::Failed).count() as u64;
