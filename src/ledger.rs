@@ -291,7 +291,7 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
             .push(Issue { location: format!("{LEDGER_KEY} fieldManager"), message: "must be 1-128 characters".into() });
     }
     // An empty `entries` is valid: a record run that found everything paused before the upgrade.
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(raw.entries.len());
     for (i, e) in raw.entries.into_iter().enumerate() {
         let line = e.defined.line();
         let loc = format!("{LEDGER_KEY} line {line}, entries[{i}]");

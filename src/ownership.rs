@@ -57,6 +57,24 @@ pub struct PauseState {
     pub generation: Option<i64>,
 }
 
+/// What a read of one object yields for the decision: its uid and pause state (or why the
+/// state is unreadable). Small, so a bulk read of thousands of objects keeps only this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// metadata.uid.
+    pub uid: Option<String>,
+    /// The pause state; `Err` when the pause field is not a boolean.
+    pub state: Result<PauseState, String>,
+}
+
+/// Reduce an object to what the decision needs.
+pub fn observe(obj: &Value, field: &FieldPath) -> Observed {
+    Observed {
+        uid: obj.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string),
+        state: pause_state(obj, field),
+    }
+}
+
 /// Read the pause-relevant state of an object. `Err` when the pause field is not a boolean.
 pub fn pause_state(obj: &Value, field: &FieldPath) -> Result<PauseState, String> {
     let raw = obj.pointer(&field.pointer());

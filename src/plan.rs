@@ -58,13 +58,19 @@ pub enum PlanError {
 
 /// Group entries by order, given each kind's resolution.
 pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Resolved>) -> Plan {
-    let mut by_order: BTreeMap<i32, Vec<Step>> = BTreeMap::new();
+    let mut sizes: BTreeMap<i32, usize> = BTreeMap::new();
+    for e in entries {
+        *sizes.entry(e.order).or_default() += 1;
+    }
+    // Exact capacities: a plan of thousands of steps is not doubled while it grows.
+    let mut by_order: BTreeMap<i32, Vec<Step>> = sizes.into_iter().map(|(o, n)| (o, Vec::with_capacity(n))).collect();
     for e in entries {
         if let Some(r) = resolved.get(&(e.object.api_version.clone(), e.object.kind.clone())) {
             by_order.entry(e.order).or_default().push(Step { entry: e.clone(), resolved: r.clone() });
         }
     }
-    Plan { waves: by_order.into_iter().map(|(order, steps)| Wave { order, steps }).collect() }
+    let waves = by_order.into_iter().filter(|(_, steps)| !steps.is_empty());
+    Plan { waves: waves.map(|(order, steps)| Wave { order, steps }).collect() }
 }
 
 /// Resolve every kind the ledger names (one discovery request per group/version) and check

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kube_access::{Access, ApiError};
 use crate::ledger::{Entry, Ownership};
-use crate::ownership::{Decision, decide, pause_state};
+use crate::ownership::{Decision, Observed, decide, observe};
 use crate::plan::{Plan, Step};
 use crate::prefetch::prefetch;
 use crate::report::{Cause, EntryReport, Outcome};
@@ -53,41 +53,47 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine; `cancel` is triggered by SIGTERM/SIGINT.
+    /// A new engine; `cancel` is triggered by SIGTERM/SIGINT. Its requests (entries, then
+    /// verification) end by `opts.deadline`, so the status write gets the time after it.
     pub fn new(access: Access, opts: Options, cancel: CancellationToken, progress: Option<Progress>) -> Self {
+        let access = access.with_deadline(opts.deadline);
         Self { access, opts, cancel, progress }
     }
 
     /// Run every wave; returns one report per planned entry, in plan order.
     pub async fn run(&self, plan: &Plan) -> Vec<EntryReport> {
-        let mut out = Vec::with_capacity(plan.len());
+        // One slot per planned entry, filled as entries settle: thousands of reports are not
+        // collected, sorted and copied wave by wave.
+        let mut slots: Vec<Option<EntryReport>> = Vec::with_capacity(plan.len());
         let mut blocked: Option<i32> = None;
         for wave in &plan.waves {
+            let base = slots.len();
+            slots.resize_with(base + wave.steps.len(), || None);
             if let Some(order) = blocked {
-                for s in &wave.steps {
+                for (slot, s) in slots[base..].iter_mut().zip(&wave.steps) {
                     let r = skipped(&s.entry, Cause::Blocked, format!("not attempted: order {order} had failures"));
                     self.emit(&r);
-                    out.push(r);
+                    *slot = Some(r);
                 }
                 continue;
             }
             tracing::debug!(order = wave.order, entries = wave.steps.len(), "restoring wave");
             let snapshot = prefetch(&self.access, &wave.steps, &self.opts.policy, self.opts.deadline).await;
             let snapshot = &snapshot;
-            // Unordered so one slow entry does not hold a slot; sorted back to ledger order.
-            let mut results: Vec<(usize, EntryReport)> = futures::stream::iter(wave.steps.iter().enumerate())
-                .map(|(i, s)| async move { (i, self.settle(s, snapshot.take(&s.entry.object)).await) })
-                .buffer_unordered(self.opts.concurrency.max(1))
-                .collect()
-                .await;
-            results.sort_by_key(|(i, _)| *i);
-            let results: Vec<EntryReport> = results.into_iter().map(|(_, r)| r).collect();
-            if results.iter().any(|r| r.outcome == Outcome::Failed) {
+            // Unordered so one slow entry does not hold a slot; placed back in ledger order.
+            let mut settled = futures::stream::iter(wave.steps.iter().enumerate())
+                .map(|(i, s)| async move { (i, self.settle(s, snapshot.take(i)).await) })
+                .buffer_unordered(self.opts.concurrency.max(1));
+            let mut failed = false;
+            while let Some((i, r)) = settled.next().await {
+                failed |= r.outcome == Outcome::Failed;
+                slots[base + i] = Some(r);
+            }
+            if failed {
                 blocked = Some(wave.order);
             }
-            out.extend(results);
         }
-        out
+        slots.into_iter().flatten().collect()
     }
 
     fn emit(&self, r: &EntryReport) {
@@ -97,7 +103,7 @@ impl Engine {
     }
 
     /// One entry, bounded by cancellation (with grace) and the deadline.
-    async fn settle(&self, step: &Step, listed: Option<Option<Value>>) -> EntryReport {
+    async fn settle(&self, step: &Step, listed: Option<Option<Observed>>) -> EntryReport {
         let entry = &step.entry;
         if self.cancel.is_cancelled() {
             let r = skipped(entry, Cause::Terminated, "not attempted: terminated".into());
@@ -145,7 +151,12 @@ impl Engine {
     /// get → decide → patch, again after a failed `test` while the budget lasts.
     /// `listed`: the object as a bulk read saw it (see [`crate::prefetch`]), used instead of the
     /// first GET.
-    pub(crate) async fn restore_one(&self, step: &Step, budget: &Budget, mut listed: Option<Option<Value>>) -> Settled {
+    pub(crate) async fn restore_one(
+        &self,
+        step: &Step,
+        budget: &Budget,
+        mut listed: Option<Option<Observed>>,
+    ) -> Settled {
         let entry = &step.entry;
         let target = entry.object.to_string();
         let path = Access::path(&step.resolved, &entry.object);
@@ -154,18 +165,17 @@ impl Engine {
         let ambiguous = AtomicBool::new(false);
         loop {
             let got = match listed.take() {
-                Some(obj) => Ok(obj),
-                None => {
-                    with_retry(&o.policy, budget, &format!("get {target}"), || self.access.get(&target, &path)).await
-                }
+                Some(obs) => Ok(obs),
+                None => with_retry(&o.policy, budget, &format!("get {target}"), || self.access.get(&target, &path))
+                    .await
+                    .map(|v| v.map(|obj| observe(&obj, &entry.field))),
             };
-            let obj: Value = match got {
-                Ok(Some(v)) => v,
+            let Observed { uid, state } = match got {
+                Ok(Some(obs)) => obs,
                 Ok(None) => return Settled::new(Outcome::Gone).detail("object no longer exists"),
                 Err(e) => return failure(entry, &step.resolved.plural, &e, budget),
             };
-            let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
-            let state = match pause_state(&obj, &entry.field) {
+            let state = match state {
                 Ok(s) => s,
                 Err(m) => return Settled::failed(m, Cause::Error).uid(uid),
             };

@@ -82,37 +82,31 @@ impl Engine {
                 }
             }
         };
-        let steps: Vec<&Step> = plan.waves.iter().flat_map(|w| &w.steps).collect();
-        let work: Vec<(&Step, EntryReport)> = steps.into_iter().zip(results.iter().cloned()).collect();
-        let done: Vec<EntryReport> = futures::stream::iter(work)
-            .map(|(step, r)| self.verify_one(step, r, v, bundles_served))
-            .buffered(self.opts.concurrency.max(1))
-            .collect()
+        // In place: thousands of reports are not copied.
+        let work = plan.waves.iter().flat_map(|w| &w.steps).zip(results.iter_mut());
+        futures::stream::iter(work)
+            .for_each_concurrent(self.opts.concurrency.max(1), |(step, r)| self.verify_one(step, r, v, bundles_served))
             .await;
-        for (slot, r) in results.iter_mut().zip(done) {
-            *slot = r;
-        }
     }
 
-    async fn verify_one(&self, step: &Step, mut r: EntryReport, v: &VerifyOptions, bundles: bool) -> EntryReport {
+    async fn verify_one(&self, step: &Step, r: &mut EntryReport, v: &VerifyOptions, bundles: bool) {
         if !matches!(r.outcome, Outcome::Restored | Outcome::AlreadyRunning) {
-            return r;
+            return;
         }
         let o = &step.entry.object;
         let path = Access::path(&step.resolved, o);
         if bundles && o.is_managed_chart() {
-            self.check_propagation(o, &path, &mut r, v).await;
+            self.check_propagation(o, &path, r, v).await;
         }
         if r.outcome != Outcome::NotPropagated
             && let Some(wait) = v.wait_ready
             && has_ready_condition(o)
         {
-            self.check_ready(o, &path, &mut r, wait, v).await;
+            self.check_ready(o, &path, r, wait, v).await;
         }
         if r.outcome == Outcome::Restored && !v.settle.is_zero() {
-            self.guard_repause(step, &step.resolved, &mut r, v).await;
+            self.guard_repause(step, &step.resolved, r, v).await;
         }
-        r
     }
 
     fn until(&self, window: Duration) -> Instant {
