@@ -2,15 +2,18 @@
 //! `kubectl describe` and UIs show what happened after an interrupted upgrade.
 //!
 //! Events are best effort: a refused or failed Event never changes an outcome or the exit code
-//! (it is logged once). Reasons are documented in docs/events.md.
+//! (it is logged once), and after one got no answer in time the run creates no more. Reasons
+//! are documented in docs/events.md.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use jiff::Timestamp;
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::kinds::ObjectRef;
-use crate::kube_access::{Access, object_path};
+use crate::kube_access::{Access, ApiError, object_path};
 
 /// The Event reasons pause-ledger uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +80,13 @@ pub struct Recorder {
     access: Access,
     enabled: bool,
     instance: String,
-    warned: std::sync::Arc<AtomicBool>,
+    warned: Arc<AtomicBool>,
+    /// Set once an Event got no answer in time: the rest would wait out their timeouts too,
+    /// in the time the status write needs.
+    stopped: Arc<AtomicBool>,
+    /// When Events must end: half the time left before the access deadline at the first Event,
+    /// so what is written after them (the status) keeps the other half.
+    until: Arc<OnceLock<Option<Instant>>>,
 }
 
 /// Component name in Events.
@@ -88,12 +97,19 @@ impl Recorder {
     pub fn new(access: Access, enabled: bool) -> Self {
         // In a Job the hostname is the pod name: tells which run wrote the Event.
         let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "pause-ledger".into());
-        Self { access, enabled, instance, warned: Default::default() }
+        Self {
+            access,
+            enabled,
+            instance,
+            warned: Default::default(),
+            stopped: Default::default(),
+            until: Default::default(),
+        }
     }
 
     /// Emit one Event about `object` (its uid, when known, links it in `kubectl describe`).
     pub async fn emit(&self, object: &ObjectRef, uid: Option<&str>, reason: Reason, message: &str) {
-        if !self.enabled {
+        if !self.enabled || self.stopped.load(Ordering::Relaxed) {
             return;
         }
         // Events of cluster-scoped objects live in `default`, as kubectl's do.
@@ -125,9 +141,22 @@ impl Recorder {
             "count": 1,
         });
         let path = object_path("v1", "events", Some(&ns), None);
-        if let Err(e) = self.access.create(&format!("Event for {object}"), &path, &event, COMPONENT, false).await
-            && !self.warned.swap(true, Ordering::Relaxed)
-        {
+        let until = self.until.get_or_init(|| {
+            let now = Instant::now();
+            self.access.deadline().map(|d| now + d.saturating_duration_since(now) / 2)
+        });
+        let access = match until {
+            Some(u) => self.access.with_deadline(*u),
+            None => self.access.clone(),
+        };
+        let Err(e) = access.create(&format!("Event for {object}"), &path, &event, COMPONENT, false).await else {
+            return;
+        };
+        if matches!(e, ApiError::Timeout { .. } | ApiError::Deadline { .. }) {
+            if !self.stopped.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "no answer to an Event in time: no further Events in this run");
+            }
+        } else if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %e, "cannot create Events (further Event errors are not logged)");
         }
     }

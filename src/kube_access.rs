@@ -18,6 +18,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::kinds::ObjectRef;
 
@@ -148,7 +149,7 @@ pub enum ApiError {
         /// The transport error.
         message: String,
     },
-    /// No answer within the per-request timeout.
+    /// No answer within the per-request timeout (or before the handle's deadline).
     #[error("{} {target}: no response within {timeout:?}", verb.as_str())]
     Timeout {
         /// What we tried.
@@ -157,6 +158,14 @@ pub enum ApiError {
         target: String,
         /// The limit.
         timeout: Duration,
+    },
+    /// Not sent: the handle's deadline ([`Access::with_deadline`]) has passed.
+    #[error("{} {target}: not sent: the run's deadline has passed", verb.as_str())]
+    Deadline {
+        /// What we tried.
+        verb: Verb,
+        /// What we tried it on.
+        target: String,
     },
     /// A success status with a body we could not read.
     #[error("{} {target}: unreadable response: {message}", verb.as_str())]
@@ -194,6 +203,8 @@ pub struct Resolved {
 pub struct Access {
     client: Client,
     request_timeout: Duration,
+    /// No request of this handle outlasts it (see [`Access::with_deadline`]).
+    deadline: Option<Instant>,
     requests: Arc<AtomicU64>,
     discovery: Arc<Mutex<HashMap<String, Arc<Value>>>>,
 }
@@ -204,9 +215,25 @@ impl Access {
         Self {
             client,
             request_timeout,
+            deadline: None,
             requests: Arc::new(AtomicU64::new(0)),
             discovery: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The same client, counter and cache, but every request ends by `deadline` (or by an
+    /// earlier one this handle already has): one that would outlast it is cut short at it
+    /// ([`ApiError::Timeout`]), one asked for after it is not sent ([`ApiError::Deadline`]).
+    /// This is what bounds a phase in time, whatever its loops and retries do.
+    pub fn with_deadline(&self, deadline: Instant) -> Self {
+        let mut a = self.clone();
+        a.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        a
+    }
+
+    /// The deadline of [`Access::with_deadline`], if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// How many HTTP requests were sent (retries included).
@@ -241,6 +268,17 @@ impl Access {
             target: target.to_string(),
             message: format!("cannot build request: {e}"),
         })?;
+        let limit = match self.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ApiError::Deadline { verb, target: target.to_string() });
+                }
+                // Whole milliseconds, rounded up: the limit shows in messages.
+                self.request_timeout.min(Duration::from_millis(left.as_millis() as u64 + 1))
+            }
+            None => self.request_timeout,
+        };
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fut = async {
             let res = self.client.send(req).await.map_err(|e| ApiError::Transport {
@@ -262,9 +300,11 @@ impl Access {
             })?;
             Ok::<_, ApiError>((status, retry_after, body.to_bytes()))
         };
-        let (status, retry_after, body) = tokio::time::timeout(self.request_timeout, fut)
-            .await
-            .map_err(|_| ApiError::Timeout { verb, target: target.to_string(), timeout: self.request_timeout })??;
+        let (status, retry_after, body) = tokio::time::timeout(limit, fut).await.map_err(|_| ApiError::Timeout {
+            verb,
+            target: target.to_string(),
+            timeout: limit,
+        })??;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
                 verb,
@@ -465,6 +505,38 @@ mod tests {
         );
         assert_eq!(object_path("v1", "nodes", None, Some("n1")), "/api/v1/nodes/n1");
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
+    }
+
+    /// A client whose server never answers.
+    fn silent_client() -> Client {
+        let svc = tower::service_fn(|_req: Request<kube::client::Body>| async {
+            futures::future::pending::<Result<http::Response<kube::client::Body>, tower::BoxError>>().await
+        });
+        Client::new(svc, "default")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_end_by_the_handle_deadline() {
+        let access = Access::new(silent_client(), Duration::from_secs(10));
+        let start = Instant::now();
+        let capped = access.with_deadline(start + Duration::from_secs(3));
+        // Cut short at the deadline instead of waiting out the 10 s request timeout.
+        let e = capped.request(Verb::Get, "x", Method::GET, "/api/v1", None).await.unwrap_err();
+        assert!(matches!(e, ApiError::Timeout { .. }), "{e}");
+        assert!(start.elapsed() <= Duration::from_millis(3002), "{:?}", start.elapsed());
+        // After it: not sent at all, not counted.
+        let e = capped.request(Verb::Get, "x", Method::GET, "/api/v1", None).await.unwrap_err();
+        assert!(matches!(e, ApiError::Deadline { .. }), "{e}");
+        assert_eq!(access.requests(), 1);
+        // An earlier deadline is kept; the uncapped handle still waits its full timeout.
+        assert!(matches!(
+            capped.with_deadline(start + Duration::from_secs(60)).request(Verb::Get, "x", Method::GET, "/", None).await,
+            Err(ApiError::Deadline { .. })
+        ));
+        let t = Instant::now();
+        let e = access.request(Verb::Get, "x", Method::GET, "/api/v1", None).await.unwrap_err();
+        assert!(matches!(e, ApiError::Timeout { timeout, .. } if timeout == Duration::from_secs(10)), "{e}");
+        assert_eq!(t.elapsed(), Duration::from_secs(10));
     }
 
     #[test]

@@ -2,20 +2,45 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use pause_ledger::cli::{Cli, Command, LogFormat};
 use pause_ledger::exit::Exit;
 use pause_ledger::kube_access::{Access, ClientOptions, build_client};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// How long a run may go on after its `--timeout` before the watchdog ends it (exit 6). Every
+/// request already ends by the deadline (`app::Run`); what is left is CPU work, the report on
+/// stdout and the log flush (tracing-appender's guard waits at most ~1.1 s), so this only cuts
+/// off a process blocked on output nobody reads. Bound: a run ends by `--timeout` + 5 s.
+const OVERRUN: Duration = Duration::from_secs(5);
+/// Log lines held while stderr is not read (~200 bytes each); lines beyond it are dropped and
+/// counted.
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// The log writer's guard: dropping it flushes the queue (bounded wait). Shared with the watchdog.
+type Guard = Arc<Mutex<Option<WorkerGuard>>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli) {
+    // Logs go through a bounded queue and a thread of their own: a stderr nobody reads (a parent
+    // that reads it only after the exit, a stuck log shipper) must delay log lines, never the
+    // requests, retries and deadline that run on the async threads. Measured: without it, a
+    // full 64 KiB pipe froze a run until its reader woke up, 70 s past --timeout.
+    let (writer, guard) =
+        NonBlockingBuilder::default().lossy(true).buffered_lines_limit(LOG_QUEUE_LINES).finish(std::io::stderr());
+    let guard: Guard = Arc::new(Mutex::new(Some(guard)));
+    if let Err(e) = init_logging(&cli, writer.clone()) {
         eprintln!("pause-ledger: {e:#}");
         return ExitCode::from(Exit::Usage.code() as u8);
+    }
+    if let Some(timeout) = run_timeout(&cli.command) {
+        watchdog(timeout.saturating_add(OVERRUN), guard.clone(), writer.clone());
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
@@ -33,16 +58,51 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Dropping the runtime would wait for blocking tasks (a DNS lookup) without a limit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    flush_logs(&guard, &writer);
     ExitCode::from(exit.code() as u8)
 }
 
-fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+/// `--timeout` of the commands that have one.
+fn run_timeout(c: &Command) -> Option<Duration> {
+    match c {
+        Command::Restore(a) => Some(a.run.timeout),
+        Command::Record(a) => Some(a.run.timeout),
+        Command::Rescue(a) => Some(a.run.timeout),
+        Command::Validate(_) | Command::Status(_) => None,
+    }
+}
+
+/// End the process with exit 6 if it is still running `limit` after its start.
+fn watchdog(limit: Duration, guard: Guard, writer: NonBlocking) {
+    let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!("still running {limit:?} after the start, past --timeout: exiting (deadline exceeded)");
+        flush_logs(&guard, &writer);
+        std::process::exit(Exit::Deadline.code());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the watchdog thread");
+    }
+}
+
+/// Say how many log lines were dropped (if any), then flush the queue (bounded wait).
+fn flush_logs(guard: &Guard, writer: &NonBlocking) {
+    let dropped = writer.error_counter().dropped_lines();
+    if dropped > 0 {
+        tracing::warn!(dropped, "{dropped} log lines were dropped: stderr was not read fast enough");
+    }
+    drop(guard.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+fn init_logging(cli: &Cli, writer: NonBlocking) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&cli.global.log_level)
         .with_context(|| format!("invalid --log-level {:?}", cli.global.log_level))?;
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     match cli.global.log_format {
         LogFormat::Plain => builder.with_target(false).init(),

@@ -32,7 +32,8 @@ pub enum ErrorClass {
 /// Classify an error.
 pub fn classify(e: &ApiError) -> ErrorClass {
     match e {
-        ApiError::Transport { .. } | ApiError::Timeout { .. } => ErrorClass::Transient,
+        // Deadline: out of time, like a timeout (exit code 6), but never retried (`with_retry`).
+        ApiError::Transport { .. } | ApiError::Timeout { .. } | ApiError::Deadline { .. } => ErrorClass::Transient,
         ApiError::Decode { .. } => ErrorClass::Permanent,
         ApiError::Status { code, reason, message, .. } => match *code {
             403 => ErrorClass::Forbidden,
@@ -138,7 +139,7 @@ where
     budget.take();
     let call = || op();
     call.retry(backoff)
-        .when(|e| classify(e) == ErrorClass::Transient && budget.take())
+        .when(|e| classify(e) == ErrorClass::Transient && !matches!(e, ApiError::Deadline { .. }) && budget.take())
         .adjust(|e, d| {
             // The server's Retry-After wins over our schedule; neither may cross the deadline.
             let d = match e {
@@ -237,6 +238,19 @@ mod tests {
         .await;
         assert!(r.is_ok());
         assert_eq!(start.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_handle_deadline_is_not_retried() {
+        let budget = Budget::new(10, Instant::now() + Duration::from_secs(3600));
+        let mut calls = 0;
+        let r: Result<(), _> = with_retry(&Policy::default(), &budget, "op", || {
+            calls += 1;
+            async { Err(ApiError::Deadline { verb: Verb::Get, target: "t".into() }) }
+        })
+        .await;
+        assert!(matches!(r, Err(ApiError::Deadline { .. })));
+        assert_eq!(calls, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -158,3 +158,75 @@ async fn lost_answers_are_still_counted_as_restored() {
         .count();
     assert!(lost > 0, "no patch answer was lost; the test proved nothing: {r:#?}");
 }
+
+/// A parent that reads stderr only after the exit (the bench did) lets 64 KiB of logs fill the
+/// pipe; the run must go on regardless (logs are written by a thread of their own) and end by
+/// its deadline with everything restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_stderr_does_not_stall_the_run() {
+    use tokio::io::AsyncReadExt as _;
+    let (ns, names) = seed("unread-stderr", 40).await;
+    let ledger = format!("{ns}/pause-ledger");
+    // Trace logs in JSON: far more than a pipe holds, from a small ledger.
+    let args = [
+        "restore",
+        "--ledger",
+        &ledger,
+        "-o",
+        "json",
+        "--timeout",
+        "20s",
+        "--log-level",
+        "trace",
+        "--log-format",
+        "json",
+    ];
+    let mut child = command(cp().kubeconfig_path(), &args).spawn().expect("spawn pause-ledger");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let report = tokio::spawn(async move {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).await.map(|_| s)
+    });
+    let Ok(status) = tokio::time::timeout(Duration::from_secs(20 + 30), child.wait()).await else {
+        panic!("still running 30 s past its --timeout: blocked on its unread stderr");
+    };
+    let code = status.expect("wait").code();
+    let mut stderr = Vec::new();
+    child.stderr.take().expect("stderr").read_to_end(&mut stderr).await.expect("read stderr");
+    // The pipe filled: the logs end long before the run's last line.
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!stderr.contains("status written"), "the logs fit the pipe; the test proved nothing: {stderr}");
+    let report = report.await.expect("join").expect("read stdout");
+    assert_eq!(code, Some(0), "{report}");
+    for n in &names {
+        assert!(!paused(&ns, n).await, "{n} still paused");
+    }
+}
+
+/// Events the server never answers must not hold the run past its deadline, nor take the
+/// status write's time: they end halfway to the deadline, the status is written, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_events_do_not_hold_the_run_past_its_deadline() {
+    let (ns, names) = seed("silent-events", 5).await;
+    let (_proxy, kubeconfig) = proxy(Faults {
+        seed: 4,
+        latency_rate: 1.0,
+        latency_min: Duration::from_secs(60),
+        latency_max: Duration::from_secs(60),
+        path_filter: Some("/events".into()),
+        ..Faults::default()
+    });
+    let ledger = format!("{ns}/pause-ledger");
+    let started = std::time::Instant::now();
+    // The default --request-timeout (10 s) is longer than the whole run may take.
+    let r = run_as(&kubeconfig, &["restore", "--ledger", &ledger, "-o", "json", "--timeout", "5s"]).await;
+    let took = started.elapsed();
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(took < Duration::from_secs(5) + Duration::from_secs(5), "overran the deadline: {took:?}\n{r:#?}");
+    for n in &names {
+        assert!(!paused(&ns, n).await, "{n} still paused");
+    }
+    let status = &ledger_data(&ns, "pause-ledger").await["status.yaml"];
+    assert!(status.contains("state: done"), "{status}");
+    assert!(r.stderr.contains("no answer to an Event in time"), "{}", r.stderr);
+}

@@ -57,8 +57,15 @@ fn exit_for_api(e: &ApiError) -> Exit {
 }
 
 /// One writing run's clock, limits and output settings.
+///
+/// Time bound: `access` ends every request by `deadline` (and the engine's by
+/// `entries_deadline`), so each phase — entries, verification, Events, the status write, the
+/// ledger's Event — ends by `deadline` whatever its loops and retries do; what is left after it
+/// is CPU work, the report on stdout and the log flush, cut off by the binary's watchdog
+/// (`main.rs`) at `--timeout` + 5 s.
 struct Run<'a> {
     args: &'a RunArgs,
+    /// Requests end by `deadline` ([`Access::with_deadline`]).
     access: Access,
     cancel: CancellationToken,
     plain_logs: bool,
@@ -81,7 +88,7 @@ impl<'a> Run<'a> {
         let started_at = Timestamp::now();
         Self {
             args,
-            access,
+            access: access.with_deadline(deadline),
             cancel,
             plain_logs,
             started,

@@ -87,7 +87,7 @@ pub async fn restore(args: &RestoreArgs, access: Access, cancel: CancellationTok
     };
 
     let events = Recorder::new(run.access.clone(), run.args.events && !run.args.dry_run);
-    let results = execute(&run, &ledger, &plan, &args.verify, &events, Reason::Restored).await;
+    let results = execute(&run, &ledger, &plan, &args.verify).await;
     let mut exit = report::exit_for(&results);
     let mut message = summary_message(exit, &results);
     if run.cancel.is_cancelled() && exit != Exit::Terminated {
@@ -120,6 +120,8 @@ pub async fn restore(args: &RestoreArgs, access: Access, cancel: CancellationTok
                 }
             }
         }
+        // Events after the status: they are optional, the status is what the next run reads.
+        emit_entry_events(&events, &results, Reason::Restored, run.args.max_object_events).await;
         let cm = ObjectRef {
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
@@ -196,7 +198,8 @@ pub async fn rescue(args: &RescueArgs, access: Access, cancel: CancellationToken
         return run.finish(Exit::Usage, label, String::new(), vec![], message);
     }
     let events = Recorder::new(run.access.clone(), run.args.events && !run.args.dry_run);
-    let results = execute(&run, &ledger, &plan, &args.verify, &events, Reason::RescueRestored).await;
+    let results = execute(&run, &ledger, &plan, &args.verify).await;
+    emit_entry_events(&events, &results, Reason::RescueRestored, run.args.max_object_events).await;
     let exit = report::exit_for(&results);
     let message = summary_message(exit, &results);
     run.finish(exit, label, String::new(), results, message)
@@ -220,15 +223,8 @@ async fn resolve(run: &Run<'_>, ledger: &Ledger) -> Result<Plan, (Exit, String)>
     }
 }
 
-/// Restore, verify and emit Events for a plan.
-async fn execute(
-    run: &Run<'_>,
-    ledger: &Ledger,
-    plan: &Plan,
-    verify: &VerifyArgs,
-    events: &Recorder,
-    restored: Reason,
-) -> Vec<EntryReport> {
+/// Restore and verify a plan.
+async fn execute(run: &Run<'_>, ledger: &Ledger, plan: &Plan, verify: &VerifyArgs) -> Vec<EntryReport> {
     let bar = run.progress_bar(plan.len());
     let progress: Option<Progress> = bar.clone().map(|b| {
         let p: Progress = Arc::new(move |r: &EntryReport| {
@@ -260,7 +256,6 @@ async fn execute(
         poll: Duration::from_millis(250),
     };
     engine.verify(plan, &mut results, &v).await;
-    emit_entry_events(events, &results, restored, run.args.max_object_events).await;
     results
 }
 

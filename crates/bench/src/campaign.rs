@@ -123,9 +123,17 @@ pub struct CampaignConfig {
     pub concurrent_ours: usize,
     /// Include the unbeatable-fault cases.
     pub unbeatable: bool,
+    /// Run only scenarios whose "group name" contains this (case-insensitive; `--scenario`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
 }
 
 impl CampaignConfig {
+    /// Whether the `--scenario` filter selects this scenario.
+    pub fn selects(&self, group: &str, name: &str) -> bool {
+        self.scenario.as_deref().is_none_or(|f| format!("{group} {name}").to_lowercase().contains(&f.to_lowercase()))
+    }
+
     /// Full campaign.
     pub fn full() -> Self {
         Self {
@@ -140,6 +148,7 @@ impl CampaignConfig {
             concurrent: vec![2, 4],
             concurrent_ours: 300,
             unbeatable: true,
+            scenario: None,
         }
     }
 
@@ -157,6 +166,7 @@ impl CampaignConfig {
             concurrent: vec![2],
             concurrent_ours: 60,
             unbeatable: true,
+            scenario: None,
         }
     }
 }
@@ -265,8 +275,17 @@ impl Ctx<'_> {
     }
 
     fn restore_cmd(&self, kubeconfig: &Path, ns: &str, extra: &[String]) -> Cmd {
+        let mut logs = Vec::new();
+        if self.env.logs.is_some() {
+            // Kept logs: JSON lines (timestamps, fields); the runs are otherwise unchanged.
+            logs.extend(["--log-format".to_string(), "json".to_string()]);
+            if let Some(l) = &self.env.log_level {
+                logs.extend(["--log-level".to_string(), l.clone()]);
+            }
+        }
         Cmd::new(&self.env.pause_ledger, &["restore", "--ledger", &format!("{ns}/{LEDGER}"), "-o", "json"])
             .args(&self.env.pl_extra)
+            .args(&logs)
             .args(extra)
             .env("PAUSE_LEDGER_KUBECONFIG", kubeconfig)
             .env("PAUSE_LEDGER_PROGRESS", "never")
@@ -299,6 +318,9 @@ impl Ctx<'_> {
         expected: &[i32],
     ) -> Result<Option<StatusDoc>> {
         let report: Option<Value> = serde_json::from_str(&fin.stdout).ok();
+        if let Some(dir) = &self.env.logs {
+            keep_log(dir, sc, fin)?;
+        }
         if fin.panicked() {
             sc.panics += 1;
             sc.notes.push(format!("panic: {}", last_lines(&fin.stderr, 3)));
@@ -422,7 +444,7 @@ impl Ctx<'_> {
         let kc = proxy.write_kubeconfig(&self.env.scratch, self.cp.admin_token())?;
         let mut sc = Scenario {
             group: "fault-matrix".into(),
-            name: format!("{} {:.0}%", kind.name(), rate * 100.0),
+            name: matrix_name(kind, rate),
             seed: Some(seed),
             ..Default::default()
         };
@@ -473,18 +495,14 @@ impl Ctx<'_> {
 
     async fn apiserver_restart(&self, cfg: &CampaignConfig, ours: usize, concurrency: u16) -> Result<Scenario> {
         let pop = self.population("restart", ours).await?;
-        let mut sc = Scenario {
-            group: "apiserver-restart".into(),
-            name: format!("kube-apiserver stopped at 10% and restarted, --concurrency {concurrency}, {ours} entries"),
-            ..Default::default()
-        };
+        let mut sc =
+            Scenario { group: "apiserver-restart".into(), name: restart_name(ours, concurrency), ..Default::default() };
         let kc = self.cp.kubeconfig_path().to_path_buf();
         let extra = vec!["--concurrency".to_string(), concurrency.to_string()];
         let paused0 = pop.ours.len() + pop.decoys.len();
-        let start = Instant::now();
-        let mut child = self.restore_cmd(&kc, &pop.ns, &extra).command().spawn()?;
-        let hit =
-            self.wait_restored(&pop.ns, paused0 - pop.ours.len() / 10, &mut child, Duration::from_secs(120)).await?;
+        let mut running = run::spawn(&self.restore_cmd(&kc, &pop.ns, &extra))?;
+        let child = &mut running.child;
+        let hit = self.wait_restored(&pop.ns, paused0 - pop.ours.len() / 10, child, Duration::from_secs(120)).await?;
         if hit {
             let t_stop = Instant::now();
             tokio::task::block_in_place(|| self.cp.stop_apiserver())?;
@@ -515,7 +533,7 @@ impl Ctx<'_> {
         } else {
             sc.notes.push("the run finished before the API server could be stopped".into());
         }
-        let fin = run::wait(child, start, Duration::from_secs(600)).await?;
+        let fin = run::wait(running, Duration::from_secs(600)).await?;
         self.record(&mut sc, &pop, &fin, 0, true, 0, false, &[0, 3, 6]).await?;
         if !(fin.code == 0 && sc.runs.last().and_then(|r| r.status_state.as_deref()) == Some("done")) {
             self.converge(&mut sc, &pop, &kc, None, &[], 0, &[0]).await?;
@@ -530,19 +548,14 @@ impl Ctx<'_> {
 
     async fn signal(&self, cfg: &CampaignConfig, sig: &str, frac: f64) -> Result<Scenario> {
         let pop = self.population("signal", cfg.signal_ours).await?;
-        let mut sc = Scenario {
-            group: "signal".into(),
-            name: format!("SIG{sig} at {:.0}% restored, --concurrency 1, then rerun", frac * 100.0),
-            ..Default::default()
-        };
+        let mut sc = Scenario { group: "signal".into(), name: signal_name(sig, frac), ..Default::default() };
         let kc = self.cp.kubeconfig_path().to_path_buf();
         let extra = vec!["--concurrency".to_string(), "1".to_string()];
         let paused0 = pop.ours.len() + pop.decoys.len();
         let target = paused0 - ((pop.ours.len() as f64 * frac) as usize).max(1);
-        let start = Instant::now();
-        let mut child = self.restore_cmd(&kc, &pop.ns, &extra).command().spawn()?;
-        let pid = child.id().context("child pid")?;
-        let hit = self.wait_restored(&pop.ns, target, &mut child, Duration::from_secs(120)).await?;
+        let mut running = run::spawn(&self.restore_cmd(&kc, &pop.ns, &extra))?;
+        let pid = running.child.id().context("child pid")?;
+        let hit = self.wait_restored(&pop.ns, target, &mut running.child, Duration::from_secs(120)).await?;
         let expected: &[i32] = if hit {
             let s = if sig == "KILL" { rustix::process::Signal::KILL } else { rustix::process::Signal::TERM };
             run::signal(pid, s)?;
@@ -553,7 +566,7 @@ impl Ctx<'_> {
             sc.notes.push("the run finished before the signal".into());
             &[0]
         };
-        let fin = run::wait(child, start, Duration::from_secs(600)).await?;
+        let fin = run::wait(running, Duration::from_secs(600)).await?;
         let doc = self.record(&mut sc, &pop, &fin, 0, true, 0, false, expected).await?;
         if fin.code == 7 {
             match &doc {
@@ -573,18 +586,17 @@ impl Ctx<'_> {
         let pop = self.population("concurrent", cfg.concurrent_ours).await?;
         let mut sc = Scenario {
             group: "concurrent".into(),
-            name: format!("{k} concurrent restores of one ledger ({} entries)", cfg.concurrent_ours),
+            name: concurrent_name(k, cfg.concurrent_ours),
             ..Default::default()
         };
         let kc = self.cp.kubeconfig_path().to_path_buf();
-        let start = Instant::now();
         let mut children = Vec::new();
         for _ in 0..k {
-            children.push(self.restore_cmd(&kc, &pop.ns, &[]).command().spawn()?);
+            children.push(run::spawn(&self.restore_cmd(&kc, &pop.ns, &[]))?);
         }
         let mut fins = Vec::new();
         for c in children {
-            fins.push(run::wait(c, start, Duration::from_secs(600)).await?);
+            fins.push(run::wait(c, Duration::from_secs(600)).await?);
         }
         let mut restored_by: BTreeMap<String, usize> = BTreeMap::new();
         for fin in &fins {
@@ -673,7 +685,7 @@ impl Ctx<'_> {
         ];
         let mut sc = Scenario {
             group: "invalid-ledger".into(),
-            name: format!("{} invalid ledgers through the binary", variants.len()),
+            name: format!("{} {INVALID_NAME}", variants.len()),
             ..Default::default()
         };
         let kc = self.cp.kubeconfig_path().to_path_buf();
@@ -722,6 +734,41 @@ impl Ctx<'_> {
         Ok(sc)
     }
 }
+
+/// Keep one run's stderr (pause-ledger's logs) as `DIR/<group>-<name>-run<N>.log`.
+fn keep_log(dir: &Path, sc: &Scenario, fin: &Finished) -> Result<()> {
+    let slug: String = format!("{}-{}", sc.group, sc.name)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let file = dir.join(format!("{slug}-run{}.log", sc.runs.len() + 1));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&file, &fin.stderr).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
+}
+
+// Scenario names, also matched by `--scenario` before a scenario runs.
+fn matrix_name(kind: FaultKind, rate: f64) -> String {
+    format!("{} {:.0}%", kind.name(), rate * 100.0)
+}
+
+fn restart_name(ours: usize, concurrency: u16) -> String {
+    format!("kube-apiserver stopped at 10% and restarted, --concurrency {concurrency}, {ours} entries")
+}
+
+fn signal_name(sig: &str, frac: f64) -> String {
+    format!("SIG{sig} at {:.0}% restored, --concurrency 1, then rerun", frac * 100.0)
+}
+
+fn concurrent_name(k: usize, ours: usize) -> String {
+    format!("{k} concurrent restores of one ledger ({ours} entries)")
+}
+
+const INVALID_NAME: &str = "invalid ledgers through the binary";
 
 fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
@@ -823,13 +870,18 @@ pub async fn run(cp: &ControlPlane, env: &Env, cfg: &CampaignConfig) -> Result<C
         );
         scenarios.push(s);
     };
+    let want = |group: &str, name: &str| cfg.selects(group, name);
     eprintln!("faults: invalid ledgers");
-    push(ctx.invalid_ledgers().await?);
+    if want("invalid-ledger", INVALID_NAME) {
+        push(ctx.invalid_ledgers().await?);
+    }
     eprintln!("faults: fault matrix through the proxy");
     for &seed in &cfg.seeds {
         for &kind in &cfg.kinds {
             for &rate in &cfg.rates {
-                push(ctx.fault_matrix(cfg, kind, rate, seed).await?);
+                if want("fault-matrix", &matrix_name(kind, rate)) {
+                    push(ctx.fault_matrix(cfg, kind, rate, seed).await?);
+                }
             }
         }
     }
@@ -837,38 +889,41 @@ pub async fn run(cp: &ControlPlane, env: &Env, cfg: &CampaignConfig) -> Result<C
         eprintln!("faults: unbeatable faults, then a rerun without them");
         let all_5xx =
             Faults { seed: 7, server_error_rate: 1.0, path_filter: Some("managedcharts".into()), ..Faults::default() };
-        push(
-            ctx.unbeatable(
-                cfg,
-                "every ManagedChart request 5xx, --timeout 20s",
-                all_5xx,
-                &["--timeout", "20s"],
-                &[3, 6],
-            )
-            .await?,
-        );
+        let name = "every ManagedChart request 5xx, --timeout 20s";
+        if want("unbeatable", name) {
+            push(ctx.unbeatable(cfg, name, all_5xx, &["--timeout", "20s"], &[3, 6]).await?);
+        }
         let all_429 = Faults { seed: 8, throttle_rate: 1.0, retry_after_secs: 5, ..Faults::default() };
-        push(
-            ctx.unbeatable(cfg, "every request 429 Retry-After 5, --timeout 15s", all_429, &["--timeout", "15s"], &[6])
-                .await?,
-        );
+        let name = "every request 429 Retry-After 5, --timeout 15s";
+        if want("unbeatable", name) {
+            push(ctx.unbeatable(cfg, name, all_429, &["--timeout", "15s"], &[6]).await?);
+        }
         let all_reset = Faults { seed: 9, reset_rate: 1.0, ..Faults::default() };
-        push(
-            ctx.unbeatable(cfg, "every connection reset, --timeout 10s", all_reset, &["--timeout", "10s"], &[6])
-                .await?,
-        );
+        let name = "every connection reset, --timeout 10s";
+        if want("unbeatable", name) {
+            push(ctx.unbeatable(cfg, name, all_reset, &["--timeout", "10s"], &[6]).await?);
+        }
     }
     eprintln!("faults: SIGTERM / SIGKILL mid-run, then rerun");
     for (sig, frac) in &cfg.signals {
-        push(ctx.signal(cfg, sig, *frac).await?);
+        if want("signal", &signal_name(sig, *frac)) {
+            push(ctx.signal(cfg, sig, *frac).await?);
+        }
     }
     eprintln!("faults: concurrent restores of one ledger");
     for &k in &cfg.concurrent {
-        push(ctx.concurrent(cfg, k).await?);
+        if want("concurrent", &concurrent_name(k, cfg.concurrent_ours)) {
+            push(ctx.concurrent(cfg, k).await?);
+        }
     }
     eprintln!("faults: kube-apiserver stopped and restarted mid-run (etcd kept)");
     for &(ours, c) in &cfg.restarts {
-        push(ctx.apiserver_restart(cfg, ours, c).await?);
+        if want("apiserver-restart", &restart_name(ours, c)) {
+            push(ctx.apiserver_restart(cfg, ours, c).await?);
+        }
+    }
+    if scenarios.is_empty() {
+        eprintln!("faults: no scenario matches --scenario {:?}", cfg.scenario.as_deref().unwrap_or_default());
     }
     Ok(CampaignResults { config: cfg.clone(), scenarios })
 }

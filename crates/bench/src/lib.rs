@@ -27,6 +27,10 @@ pub struct Env {
     pub quick: bool,
     /// Extra `pause-ledger restore` flags every run gets (see [`pause_ledger_flags`]).
     pub pl_extra: Vec<String>,
+    /// Keep the fault campaign's pause-ledger logs (stderr) here (`--logs DIR`).
+    pub logs: Option<std::path::PathBuf>,
+    /// pause-ledger's `--log-level` in the campaign when its logs are kept (`--log-level F`).
+    pub log_level: Option<String>,
 }
 
 /// Flags for `pause-ledger restore` in the benchmarks: its defaults, except that the Fleet

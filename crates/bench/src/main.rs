@@ -2,7 +2,7 @@
 //! `tools/bench` (or `tools/bench --quick`); this binary is what it runs:
 //!
 //! ```text
-//! pause-ledger-bench suite [--quick] [--out DIR] [--only speed|faults] --pause-ledger BIN
+//! pause-ledger-bench suite [--quick] [--out DIR] [--only speed|faults] [--scenario TEXT] [--logs DIR [--log-level F]] --pause-ledger BIN
 //! pause-ledger-bench peer get-put|merge-patch|list-cas --kubeconfig F --ledger NS/NAME [--concurrency K] [--nodelay]
 //! pause-ledger-bench rusage OUT PROGRAM ARGS...   (CPU and peak RSS of PROGRAM, as JSON in OUT)
 //! pause-ledger-bench seed KUBECONFIG NAMESPACE N    (N upgrade-paused charts + ledger, for profiling)
@@ -42,13 +42,16 @@ fn main() -> Result<()> {
             std::process::exit(code)
         }
         _ => bail!(
-            "usage: pause-ledger-bench suite [--quick] [--out DIR] [--only speed|faults] --pause-ledger BIN | peer ... | rusage OUT PROGRAM ARGS... | seed KUBECONFIG NAMESPACE N"
+            "usage: pause-ledger-bench suite [--quick] [--out DIR] [--only speed|faults] [--scenario TEXT] [--logs DIR [--log-level F]] --pause-ledger BIN | peer ... | rusage OUT PROGRAM ARGS... | seed KUBECONFIG NAMESPACE N"
         ),
     }
 }
 
 fn suite(args: &[String]) -> Result<()> {
     let (mut quick, mut out, mut only, mut pl) = (false, None, None, None);
+    // --scenario: fault-campaign scenarios whose "group name" contains TEXT; --logs: keep
+    // pause-ledger's stderr of every campaign run there, as JSON lines (--log-level: its filter).
+    let (mut scenario, mut logs, mut log_level) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -56,6 +59,9 @@ fn suite(args: &[String]) -> Result<()> {
             "--out" => out = Some(PathBuf::from(it.next().context("--out DIR")?)),
             "--only" => only = Some(it.next().context("--only speed|faults")?.clone()),
             "--pause-ledger" => pl = Some(PathBuf::from(it.next().context("--pause-ledger BIN")?)),
+            "--scenario" => scenario = Some(it.next().context("--scenario TEXT")?.clone()),
+            "--logs" => logs = Some(PathBuf::from(it.next().context("--logs DIR")?)),
+            "--log-level" => log_level = Some(it.next().context("--log-level FILTER")?.clone()),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -71,6 +77,8 @@ fn suite(args: &[String]) -> Result<()> {
     let pause_ledger = std::fs::canonicalize(pl.context("--pause-ledger BIN is required")?)?;
     let env = Env {
         pl_extra: pause_ledger_bench::pause_ledger_flags(&pause_ledger),
+        logs,
+        log_level,
         pause_ledger,
         bench_exe: std::env::current_exe()?,
         kubectl: PathBuf::from(std::env::var("KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into())),
@@ -96,7 +104,8 @@ fn suite(args: &[String]) -> Result<()> {
         };
         let campaign = match only.as_deref() {
             None | Some("faults") => {
-                let cfg = if quick { campaign::CampaignConfig::quick() } else { campaign::CampaignConfig::full() };
+                let mut cfg = if quick { campaign::CampaignConfig::quick() } else { campaign::CampaignConfig::full() };
+                cfg.scenario = scenario.clone();
                 Some(campaign::run(&cp, &env, &cfg).await?)
             }
             _ => None,

@@ -135,23 +135,59 @@ pub async fn measured(cmd: &Cmd, scratch: &Path, pids: &[u32], limit: Duration) 
 
 /// Run `cmd` directly (no rusage wrapper), bounded by `limit`.
 pub async fn plain(cmd: &Cmd, limit: Duration) -> Result<Finished> {
-    let start = Instant::now();
-    let child = cmd.command().spawn().with_context(|| format!("spawning {}", cmd.program.display()))?;
-    wait(child, start, limit).await
+    wait(spawn(cmd)?, limit).await
 }
 
-/// Wait for a spawned child (stdout/stderr piped), bounded by `limit`.
-pub async fn wait(child: tokio::process::Child, start: Instant, limit: Duration) -> Result<Finished> {
-    let out = tokio::time::timeout(limit, child.wait_with_output())
+/// A started child whose stdout and stderr are read while it runs: a child writing to a pipe
+/// nobody reads blocks once 64 KiB are unread, and is then measured stalled, not working.
+pub struct Running {
+    /// The child (for `id`, `try_wait`).
+    pub child: tokio::process::Child,
+    start: Instant,
+    stdout: tokio::task::JoinHandle<Vec<u8>>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+/// Start `cmd` (stdout/stderr piped) and read both pipes as it writes.
+pub fn spawn(cmd: &Cmd) -> Result<Running> {
+    let start = Instant::now();
+    let mut child = cmd.command().spawn().with_context(|| format!("spawning {}", cmd.program.display()))?;
+    fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
+            }
+            buf
+        })
+    }
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    Ok(Running { child, start, stdout, stderr })
+}
+
+impl Running {
+    /// When it was spawned.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+}
+
+/// Wait for a started child, bounded by `limit` (then it is killed); wall time from spawn.
+pub async fn wait(r: Running, limit: Duration) -> Result<Finished> {
+    let Running { mut child, start, stdout, stderr } = r;
+    let status = tokio::time::timeout(limit, child.wait())
         .await
         .with_context(|| format!("child ran longer than {limit:?}"))??;
+    let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let (stdout, stderr) = (stdout.await?, stderr.await?);
     Ok(Finished {
-        code: out.status.code().unwrap_or(-1),
-        wall_ms: start.elapsed().as_secs_f64() * 1000.0,
+        code: status.code().unwrap_or(-1),
+        wall_ms,
         rusage: None,
         server: ServerCpu::default(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     })
 }
 

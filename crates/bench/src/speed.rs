@@ -330,10 +330,9 @@ impl Ctx<'_> {
         let cmd = self.command(peer, kubeconfig, &ns, &names, false)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         relay.reset();
-        let mut c = cmd.command();
-        let start = Instant::now();
-        let child = c.spawn()?;
-        let fin = run::wait(child, start, Duration::from_secs(120)).await?;
+        let running = run::spawn(&cmd)?;
+        let start = running.started();
+        let fin = run::wait(running, Duration::from_secs(120)).await?;
         let seen = relay.seen();
         if fin.code != 0 {
             bail!("{} failed at start-up measurement: {}", peer.key(), tail(&fin.stderr));
