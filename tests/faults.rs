@@ -230,3 +230,32 @@ async fn unanswered_events_do_not_hold_the_run_past_its_deadline() {
     assert!(status.contains("state: done"), "{status}");
     assert!(r.stderr.contains("no answer to an Event in time"), "{}", r.stderr);
 }
+
+/// A status write the server applied but whose answer was lost must not count the run twice
+/// (nor record another run's exit code): the retry finds its own run id in the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_whose_answer_was_lost_counts_the_run_once() {
+    let (ns, _names) = seed("lost-status", 3).await;
+    let (_proxy, kubeconfig) = proxy(Faults {
+        seed: 11,
+        reset_after_forward_rate: 0.5,
+        path_filter: Some("configmaps/pause-ledger".into()),
+        ..Faults::default()
+    });
+    let ledger = format!("{ns}/pause-ledger");
+    let mut recognised = 0;
+    for run in 1..=6 {
+        let r = run_as(
+            &kubeconfig,
+            &["restore", "--ledger", &ledger, "--force", "--max-attempts", "30", "--log-level", "debug"],
+        )
+        .await;
+        assert_eq!(r.code, 0, "run {run}: {r:#?}");
+        recognised += r.stderr.matches("already carries this run's write").count();
+        let status: serde_json::Value =
+            serde_saphyr::from_str(&ledger_data(&ns, "pause-ledger").await["status.yaml"]).unwrap();
+        assert_eq!(status["runs"], run, "run {run}: {status}");
+        assert_eq!(status["lastExitCode"], 0, "run {run}: {status}");
+    }
+    assert!(recognised > 0, "no status answer was lost in 6 runs; the test proved nothing");
+}
