@@ -182,8 +182,16 @@ impl Engine {
             match decide(&state, &entry.field, &o.upgrade, o.ownership, &o.field_manager) {
                 Decision::AlreadyRunning { cleanup } => {
                     if let (Some(p), false) = (cleanup, o.dry_run) {
-                        // Best effort: a stale mark is harmless, the outcome stands either way.
-                        let _ = self.access.json_patch(&target, &path, &p, &o.field_manager, false).await;
+                        // A stale mark is harmless (ignored on a running object) and the outcome
+                        // stands either way; transient failures are retried within the entry's
+                        // budget, a changed object (failed test) is left alone.
+                        let removed = with_retry(&o.policy, budget, &format!("remove the mark of {target}"), || {
+                            self.access.json_patch(&target, &path, &p, &o.field_manager, false)
+                        })
+                        .await;
+                        if let Err(e) = removed {
+                            tracing::debug!(object = %target, error = %e, "stale mark left in place");
+                        }
                     }
                     let mut s = Settled::new(Outcome::AlreadyRunning).uid(uid);
                     s.generation = state.generation;
