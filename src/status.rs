@@ -252,22 +252,36 @@ pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> S
 /// (one letter per entry, plus as many entries that need attention as fit). Returns the text
 /// and whether it is compact; [`StatusError::TooLarge`] when not even the compact form without
 /// entries fits.
-pub fn encode(doc: &StatusDoc, limit: usize) -> Result<(String, bool), StatusError> {
-    let text = to_yaml(doc)?;
-    if text.len() <= limit {
-        return Ok((text, false));
+pub fn encode(doc: &mut StatusDoc, limit: usize) -> Result<(String, bool), StatusError> {
+    // Every full-form entry takes more than this many bytes: skip serializing what cannot fit.
+    const MIN_ENTRY_BYTES: usize = 100;
+    if doc.entries.len() * MIN_ENTRY_BYTES <= limit {
+        let text = to_yaml(doc)?;
+        if text.len() <= limit {
+            return Ok((text, false));
+        }
     }
-    let mut compact = doc.clone();
-    compact.outcomes = Some(doc.entries.iter().map(|e| letter(e.outcome)).collect());
+    // The compact form is written from the same document: the full entry list is set aside
+    // (not copied) and put back afterwards.
+    let all = std::mem::take(&mut doc.entries);
+    let out = encode_compact(doc, &all, limit);
+    doc.entries = all;
+    doc.outcomes = None;
+    doc.unlisted = 0;
+    out
+}
+
+fn encode_compact(doc: &mut StatusDoc, all: &[EntryStatus], limit: usize) -> Result<(String, bool), StatusError> {
+    doc.outcomes = Some(all.iter().map(|e| letter(e.outcome)).collect());
     // Settled entries are all alike; what an operator needs to read is what is not.
-    let attention: Vec<EntryStatus> =
-        doc.entries.iter().filter(|e| !e.outcome.is_final() || e.outcome == Outcome::NotOurs).cloned().collect();
+    let attention: Vec<&EntryStatus> =
+        all.iter().filter(|e| !e.outcome.is_final() || e.outcome == Outcome::NotOurs).collect();
     // Halve the listed entries until it fits (log2(n) encodings at worst).
     let mut keep = attention.len();
     loop {
-        compact.entries = attention[..keep].to_vec();
-        compact.unlisted = doc.entries.len() - keep;
-        let text = to_yaml(&compact)?;
+        doc.entries = attention[..keep].iter().map(|e| (*e).clone()).collect();
+        doc.unlisted = all.len() - keep;
+        let text = to_yaml(doc)?;
         if text.len() <= limit {
             return Ok((text, true));
         }
@@ -362,9 +376,9 @@ pub async fn write(
             tracing::debug!("the status already carries this run's write");
             return Ok(p.clone());
         }
-        let doc = merge(prev, ledger, &run);
+        let mut doc = merge(prev, ledger, &run);
         let room = room(&cm);
-        let (text, compact) = encode(&doc, room)?;
+        let (text, compact) = encode(&mut doc, room)?;
         if compact {
             tracing::info!(room, bytes = text.len(), "status written in the compact form (the full form does not fit)");
         }
@@ -428,7 +442,7 @@ mod tests {
         let l = ledger(3);
         let res = results(&l, |_| Outcome::Restored);
         let doc = merge(None, &l, &run("r1", &res));
-        let (text, compact) = encode(&doc, CONFIGMAP_LIMIT).unwrap();
+        let (text, compact) = encode(&mut doc.clone(), CONFIGMAP_LIMIT).unwrap();
         assert!(!compact);
         let back = parse(Some(&text)).unwrap();
         assert_eq!(back.entries.len(), 3);
@@ -445,8 +459,10 @@ mod tests {
         let full = to_yaml(&doc).unwrap().len();
         let limit = 64 * 1024;
         assert!(full > limit, "full form {full} bytes should not fit");
-        let (text, compact) = encode(&doc, limit).unwrap();
+        let mut kept = doc.clone();
+        let (text, compact) = encode(&mut kept, limit).unwrap();
         assert!(compact && text.len() <= limit, "{} bytes", text.len());
+        assert_eq!((kept.entries.len(), kept.outcomes.as_ref(), kept.unlisted), (5000, None, 0), "doc restored");
         let back = parse(Some(&text)).unwrap();
         assert_eq!(back.outcomes.as_ref().map(String::len), Some(5000));
         assert_eq!(back.entries.len(), 5, "only the failed entries are listed");
@@ -473,7 +489,7 @@ mod tests {
         let l = ledger(2000);
         let res = results(&l, |_| Outcome::Failed);
         let doc = merge(None, &l, &run("r1", &res));
-        let (text, compact) = encode(&doc, 64 * 1024).unwrap();
+        let (text, compact) = encode(&mut doc.clone(), 64 * 1024).unwrap();
         assert!(compact && text.len() <= 64 * 1024);
         let back = parse(Some(&text)).unwrap();
         assert!(!back.entries.is_empty() && back.entries.len() < 2000);
@@ -481,7 +497,7 @@ mod tests {
         assert_eq!(back.counts.get(&Outcome::Failed), Some(&2000));
         assert_eq!(back.state, State::Incomplete);
         // Nothing fits: an error that says so, not a status the server will refuse.
-        let e = encode(&doc, 1000).unwrap_err();
+        let e = encode(&mut doc.clone(), 1000).unwrap_err();
         assert!(e.to_string().contains("under the 1 MiB ConfigMap limit"), "{e}");
     }
 

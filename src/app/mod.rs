@@ -140,10 +140,17 @@ impl<'a> Run<'a> {
 
 fn print_report(r: &Report, output: Output) {
     match output {
-        Output::Json => match serde_json::to_string_pretty(r) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("cannot encode the report: {e}"),
-        },
+        Output::Json => {
+            // Streamed: the report of a 5000-entry run is ~2.5 MB of text, not held in memory.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = serde_json::to_writer_pretty(&mut out, r)
+                .map_err(std::io::Error::from)
+                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+                .and_then(|()| std::io::Write::flush(&mut out));
+            if let Err(e) = written {
+                tracing::error!(error = %e, "cannot write the report");
+            }
+        }
         Output::Text => {
             for e in &r.entries {
                 let note = e.error.as_deref().or(e.detail.as_deref()).unwrap_or("");
