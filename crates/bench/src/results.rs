@@ -325,7 +325,7 @@ fn speed_md(o: &mut String, s: &SpeedResults) {
     let _ = writeln!(o, "\n### Binary size\n\n| binary | bytes | MiB |\n|---|---:|---:|");
     let _ = writeln!(
         o,
-        "| pause-ledger (release profile: strip, thin LTO) | {} | {:.2} |",
+        "| pause-ledger (release profile: strip, opt-level s, fat LTO) | {} | {:.2} |",
         z.pause_ledger_bytes,
         z.pause_ledger_bytes as f64 / 1048576.0
     );
