@@ -315,11 +315,11 @@ impl Access {
         Err(status_error(verb, target, status, retry_after, &body))
     }
 
-    /// GET an object as JSON; `Ok(None)` on 404.
+    /// GET an object as JSON; `Ok(None)` when the object does not exist (see [`is_object_not_found`]).
     pub async fn get(&self, target: &str, path: &str) -> Result<Option<Value>, ApiError> {
         match self.request(Verb::Get, target, Method::GET, path, None).await {
             Ok(v) => Ok(Some(v)),
-            Err(ApiError::Status { code: 404, .. }) => Ok(None),
+            Err(e) if is_object_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -420,6 +420,14 @@ pub fn configmap_data(cm: &Value) -> std::collections::BTreeMap<String, String> 
         .and_then(Value::as_object)
         .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
         .unwrap_or_default()
+}
+
+/// Whether a 404 says the *object* does not exist: a Kubernetes Status with reason `NotFound`.
+/// kube-apiserver answers a plain-text "404 page not found" instead when the *resource* is not
+/// served, e.g. a CRD not yet re-registered after an API-server restart (checked against
+/// v1.34.4): that is not "gone", and must not be reported as such.
+pub fn is_object_not_found(e: &ApiError) -> bool {
+    matches!(e, ApiError::Status { code: 404, reason, .. } if reason == "NotFound")
 }
 
 /// The URL path for a resource collection or object.
@@ -537,6 +545,19 @@ mod tests {
         let e = access.request(Verb::Get, "x", Method::GET, "/api/v1", None).await.unwrap_err();
         assert!(matches!(e, ApiError::Timeout { timeout, .. } if timeout == Duration::from_secs(10)), "{e}");
         assert_eq!(t.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_a_status_404_means_the_object_is_gone() {
+        use crate::retry::{ErrorClass, classify};
+        let gone = br#"{"kind":"Status","reason":"NotFound","message":"managedcharts.management.cattle.io \"y\" not found","details":{"name":"y"},"code":404}"#;
+        let e = status_error(Verb::Get, "x", StatusCode::NOT_FOUND, None, gone);
+        assert!(is_object_not_found(&e));
+        assert_eq!(classify(&e), ErrorClass::NotFound);
+        // What kube-apiserver v1.34 answers for a resource it does not serve (CRD not registered yet).
+        let e = status_error(Verb::Get, "x", StatusCode::NOT_FOUND, None, b"404 page not found");
+        assert!(!is_object_not_found(&e));
+        assert_eq!(classify(&e), ErrorClass::Transient);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
-use crate::kube_access::ApiError;
+use crate::kube_access::{ApiError, is_object_not_found};
 use crate::ownership::is_failed_test;
 
 /// How a failed request should be treated.
@@ -37,7 +37,9 @@ pub fn classify(e: &ApiError) -> ErrorClass {
         ApiError::Decode { .. } => ErrorClass::Permanent,
         ApiError::Status { code, reason, message, .. } => match *code {
             403 => ErrorClass::Forbidden,
-            404 => ErrorClass::NotFound,
+            404 if is_object_not_found(e) => ErrorClass::NotFound,
+            // The resource itself is not served right now (see `is_object_not_found`).
+            404 => ErrorClass::Transient,
             409 if reason == "AlreadyExists" => ErrorClass::Permanent,
             409 | 429 => ErrorClass::Transient,
             422 if is_failed_test(message) => ErrorClass::TestFailed,
