@@ -39,16 +39,6 @@ impl Snapshot {
     pub fn take(&self, step: usize) -> Option<Option<Observed>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).get_mut(step).and_then(Option::take)
     }
-
-    /// Number of entries known.
-    pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.is_some()).count()
-    }
-
-    /// Whether nothing is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// LIST every large group of `steps`.
