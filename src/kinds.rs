@@ -99,7 +99,7 @@ pub fn default_order(o: &ObjectRef) -> i32 {
 /// A dotted field path such as `spec.paused`, validated to lie under `spec`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct FieldPath(String);
+pub struct FieldPath(std::sync::Arc<str>);
 
 impl FieldPath {
     /// Parse and validate a dotted path: `spec.` followed by 1-4 camelCase segments.
@@ -118,7 +118,7 @@ impl FieldPath {
                 return Err(format!("field {s:?} has an invalid segment {seg:?} (letters and digits only)"));
             }
         }
-        Ok(Self(s.to_string()))
+        Ok(Self(s.into()))
     }
 
     /// The path segments.

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -59,8 +60,8 @@ pub enum Form {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
-    /// The object.
-    pub object: ObjectRef,
+    /// The object (shared with the reports and the status, not copied into them).
+    pub object: Arc<ObjectRef>,
     /// The boolean that pauses it.
     pub field: FieldPath,
     /// Lower orders are restored first.
@@ -85,7 +86,7 @@ pub struct Ledger {
     /// What to restore.
     pub entries: Vec<Entry>,
     /// Objects that were already paused before the upgrade: listed, never restored.
-    pub paused_before: Vec<ObjectRef>,
+    pub paused_before: Vec<Arc<ObjectRef>>,
     /// Which form was read.
     pub form: Form,
     /// SHA-256 of the recorded data, so a status can be matched to the set it describes.
@@ -427,7 +428,7 @@ fn validate_entry(raw: RawEntry, loc: &str, line: Option<u64>, issues: &mut Vec<
     if let Err(m) = check_subdomain(&raw.name) {
         push(format!("name: {m}"));
     }
-    let object = ObjectRef { api_version, kind, namespace: raw.namespace, name: raw.name };
+    let object = Arc::new(ObjectRef { api_version, kind, namespace: raw.namespace, name: raw.name });
     let field_text = raw.field.unwrap_or_else(|| kinds::default_field(object.group(), &object.kind).to_string());
     let field = match FieldPath::parse(&field_text) {
         Ok(f) => Some(f),

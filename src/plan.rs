@@ -2,6 +2,7 @@
 //! resolved through API discovery. Nothing is written while planning.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::kube_access::{Access, ApiError, Resolved};
 use crate::ledger::{Entry, Issue, LEDGER_KEY, Ledger, LedgerError};
@@ -13,8 +14,8 @@ use tokio::time::Instant;
 pub struct Step {
     /// The ledger entry.
     pub entry: Entry,
-    /// Where its API lives.
-    pub resolved: Resolved,
+    /// Where its API lives (one per kind, shared by its steps).
+    pub resolved: Arc<Resolved>,
 }
 
 /// Entries of one `order`, restored concurrently.
@@ -57,7 +58,7 @@ pub enum PlanError {
 }
 
 /// Group entries by order, given each kind's resolution.
-pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Resolved>) -> Plan {
+pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Arc<Resolved>>) -> Plan {
     let mut sizes: BTreeMap<i32, usize> = BTreeMap::new();
     for e in entries {
         *sizes.entry(e.order).or_default() += 1;
@@ -76,7 +77,7 @@ pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Resolved>) 
 /// Resolve every kind the ledger names (one discovery request per group/version) and check
 /// each entry's scope. Any problem invalidates the whole ledger, before anything is written.
 pub async fn resolve(access: &Access, ledger: &Ledger, policy: &Policy, deadline: Instant) -> Result<Plan, PlanError> {
-    let mut resolved: HashMap<(String, String), Resolved> = HashMap::new();
+    let mut resolved: HashMap<(String, String), Arc<Resolved>> = HashMap::new();
     let mut issues = Vec::new();
     for e in &ledger.entries {
         let key = (e.object.api_version.clone(), e.object.kind.clone());
@@ -86,7 +87,7 @@ pub async fn resolve(access: &Access, ledger: &Ledger, policy: &Policy, deadline
             let r = with_retry(policy, &budget, &format!("discovery of {av}"), || access.resolve(av, kind)).await?;
             match r {
                 Some(r) => {
-                    resolved.insert(key.clone(), r);
+                    resolved.insert(key.clone(), Arc::new(r));
                 }
                 None => {
                     issues.push(Issue {

@@ -26,12 +26,12 @@ impl Preset {
                 HARVESTER_CHARTS
                     .iter()
                     .map(|(name, order)| Entry {
-                        object: ObjectRef {
+                        object: std::sync::Arc::new(ObjectRef {
                             api_version: MANAGED_CHART_API_VERSION.into(),
                             kind: MANAGED_CHART_KIND.into(),
                             namespace: Some(ns.into()),
                             name: (*name).into(),
-                        },
+                        }),
                         field: FieldPath::parse("spec.paused").unwrap_or_else(|_| unreachable!("a valid literal")),
                         order: *order,
                         line: None,

@@ -7,6 +7,7 @@
 //! (restore: restored): no pause is ever made that the ledger does not list.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -56,7 +57,7 @@ pub enum RecordOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct RecordEntry {
     /// The object.
-    pub object: ObjectRef,
+    pub object: Arc<ObjectRef>,
     /// What happened.
     pub outcome: RecordOutcome,
     /// Why it failed.
@@ -200,13 +201,13 @@ pub async fn record(
             }
         }
     }
-    let pausing: BTreeSet<ObjectRef> = to_pause.iter().map(|s| s.entry.object.clone()).collect();
-    let by_obj: BTreeMap<ObjectRef, &Entry> =
+    let pausing: BTreeSet<Arc<ObjectRef>> = to_pause.iter().map(|s| s.entry.object.clone()).collect();
+    let by_obj: BTreeMap<Arc<ObjectRef>, &Entry> =
         plan.waves.iter().flat_map(|w| &w.steps).map(|s| (s.entry.object.clone(), &s.entry)).collect();
     let compose = |results: &[RecordEntry], intent: bool| -> Result<String, RecordError> {
         let mut entries: Vec<Entry> =
             if keep_prev { prev.as_ref().map(|p| p.entries.clone()).unwrap_or_default() } else { vec![] };
-        let mut before: Vec<ObjectRef> =
+        let mut before: Vec<Arc<ObjectRef>> =
             if keep_prev { prev.as_ref().map(|p| p.paused_before.clone()).unwrap_or_default() } else { vec![] };
         for r in results {
             let listed = entries.iter().any(|e| e.object.identity() == r.object.identity());
@@ -257,7 +258,7 @@ pub async fn record(
     .await?;
 
     // (2) pause and mark.
-    let paused: Vec<(ObjectRef, Result<(), String>, bool)> = futures::stream::iter(to_pause)
+    let paused: Vec<(Arc<ObjectRef>, Result<(), String>, bool)> = futures::stream::iter(to_pause)
         .map(|s| pause_one(access, s, &upgrade, opts))
         .buffered(opts.concurrency.max(1))
         .collect()
@@ -328,7 +329,12 @@ async fn read_existing(
     Ok(Some(Existing { rv, ledger: Some(parsed) }))
 }
 
-fn render(upgrade: &str, paused_at: Timestamp, entries: &[Entry], before: &[ObjectRef]) -> Result<String, RecordError> {
+fn render(
+    upgrade: &str,
+    paused_at: Timestamp,
+    entries: &[Entry],
+    before: &[Arc<ObjectRef>],
+) -> Result<String, RecordError> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Out<'a> {
@@ -348,8 +354,8 @@ fn render(upgrade: &str, paused_at: Timestamp, entries: &[Entry], before: &[Obje
         paused_at: String,
         ownership: &'a str,
         entries: Vec<Out<'a>>,
-        #[serde(skip_serializing_if = "<[ObjectRef]>::is_empty")]
-        paused_before: &'a [ObjectRef],
+        #[serde(skip_serializing_if = "<[Arc<ObjectRef>]>::is_empty")]
+        paused_before: &'a [Arc<ObjectRef>],
     }
     let doc = Doc {
         version: FORMAT_VERSION,
@@ -419,7 +425,7 @@ async fn pause_one(
     s: &Step,
     upgrade: &str,
     opts: &RecordOptions,
-) -> (ObjectRef, Result<(), String>, bool) {
+) -> (Arc<ObjectRef>, Result<(), String>, bool) {
     let object = s.entry.object.clone();
     let target = object.to_string();
     let path = Access::path(&s.resolved, &object);
@@ -468,7 +474,7 @@ async fn retake_mark(
     {
         Some(s) => s.resolved.clone(),
         None => match access.resolve(&e.object.api_version, &e.object.kind).await {
-            Ok(Some(r)) => r,
+            Ok(Some(r)) => std::sync::Arc::new(r),
             _ => return,
         },
     };

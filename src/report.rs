@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::Exit;
-use crate::kinds::ObjectRef;
+use crate::kinds::{FieldPath, ObjectRef};
 
 /// Version tag of the JSON report.
 pub const REPORT_VERSION: &str = "pause-ledger/report/v1";
@@ -90,9 +91,9 @@ pub enum Cause {
 #[serde(rename_all = "camelCase")]
 pub struct EntryReport {
     /// The object.
-    pub object: ObjectRef,
+    pub object: Arc<ObjectRef>,
     /// Its pause field.
-    pub field: String,
+    pub field: FieldPath,
     /// Its order.
     pub order: i32,
     /// What happened.
@@ -135,7 +136,7 @@ pub struct EntryReport {
 
 impl EntryReport {
     /// A report for `object` with `outcome` and nothing else filled in.
-    pub fn new(object: ObjectRef, field: String, order: i32, outcome: Outcome) -> Self {
+    pub fn new(object: Arc<ObjectRef>, field: FieldPath, order: i32, outcome: Outcome) -> Self {
         Self {
             object,
             field,
@@ -245,7 +246,7 @@ mod tests {
 
     fn e(outcome: Outcome, cause: Option<Cause>) -> EntryReport {
         let object = ObjectRef { api_version: "v1".into(), kind: "K".into(), namespace: None, name: "n".into() };
-        EntryReport { cause, ..EntryReport::new(object, "spec.paused".into(), 0, outcome) }
+        EntryReport { cause, ..EntryReport::new(object.into(), FieldPath::parse("spec.paused").unwrap(), 0, outcome) }
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Engine {
             detail,
             generation,
             uid,
-            ..EntryReport::new(entry.object.clone(), entry.field.to_string(), entry.order, outcome)
+            ..EntryReport::new(entry.object.clone(), entry.field.clone(), entry.order, outcome)
         };
         log_result(&r);
         self.emit(&r);
@@ -315,7 +315,7 @@ fn skipped(entry: &Entry, cause: Cause, why: String) -> EntryReport {
     EntryReport {
         error: Some(why),
         cause: Some(cause),
-        ..EntryReport::new(entry.object.clone(), entry.field.to_string(), entry.order, Outcome::Skipped)
+        ..EntryReport::new(entry.object.clone(), entry.field.clone(), entry.order, Outcome::Skipped)
     }
 }
 

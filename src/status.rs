@@ -5,6 +5,7 @@
 //! is read again and merged, so concurrent runs each add their results and none is lost.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,7 @@ pub const CONFIGMAP_LIMIT: usize = 1024 * 1024;
 #[serde(rename_all = "camelCase")]
 pub struct EntryStatus {
     /// The object.
-    pub object: ObjectRef,
+    pub object: Arc<ObjectRef>,
     /// Latest outcome (a restore stays "restored" when a later run finds it running).
     pub outcome: Outcome,
     /// Attempts over all runs.
@@ -106,7 +107,7 @@ pub struct EntryStatus {
 }
 
 impl EntryStatus {
-    fn bare(object: ObjectRef, outcome: Outcome) -> Self {
+    fn bare(object: Arc<ObjectRef>, outcome: Outcome) -> Self {
         Self {
             object,
             outcome,
@@ -167,36 +168,59 @@ impl StatusDoc {
     /// Every entry's status for `ledger` (which must be the ledger this status describes),
     /// from either form: entries the compact form does not list get their outcome from
     /// `outcomes` and nothing else.
-    pub fn per_entry(&self, ledger: &Ledger) -> HashMap<ObjectRef, EntryStatus> {
-        let mut m: HashMap<ObjectRef, EntryStatus> =
-            self.entries.iter().map(|e| (e.object.clone(), e.clone())).collect();
-        if self.ledger_digest != ledger.digest {
-            return m;
-        }
-        if let Some(letters) = &self.outcomes {
-            for (e, c) in ledger.entries.iter().zip(letters.chars()) {
-                if let (false, Some(o)) = (m.contains_key(&e.object), from_letter(c)) {
-                    m.insert(e.object.clone(), EntryStatus::bare(e.object.clone(), o));
-                }
-            }
-        }
-        m
+    pub fn per_entry(self, ledger: &Ledger) -> HashMap<Arc<ObjectRef>, EntryStatus> {
+        let index = ledger_index(ledger);
+        let slots = self.into_slots(ledger, &index);
+        ledger.entries.iter().zip(slots).filter_map(|(e, s)| Some((e.object.clone(), s?))).collect()
     }
 
     /// Whether run `id` already wrote this status.
     pub fn written_by(&self, id: &str) -> bool {
         self.recent_runs.iter().any(|r| r == id)
     }
+
+    /// The entries moved into one slot per ledger entry, in ledger order; listed entries the
+    /// ledger does not name are dropped.
+    fn into_slots(self, ledger: &Ledger, index: &HashMap<&ObjectRef, usize>) -> Vec<Option<EntryStatus>> {
+        let mut slots: Vec<Option<EntryStatus>> = std::iter::repeat_with(|| None).take(ledger.entries.len()).collect();
+        let same_ledger = self.ledger_digest == ledger.digest;
+        for e in self.entries {
+            if let Some(&i) = index.get(&*e.object) {
+                slots[i] = Some(e);
+            }
+        }
+        if let (true, Some(letters)) = (same_ledger, &self.outcomes) {
+            for ((slot, e), c) in slots.iter_mut().zip(&ledger.entries).zip(letters.chars()) {
+                if let (None, Some(o)) = (&slot, from_letter(c)) {
+                    *slot = Some(EntryStatus::bare(e.object.clone(), o));
+                }
+            }
+        }
+        slots
+    }
+}
+
+/// Each ledger object's position in the ledger (borrowed: nothing is copied).
+fn ledger_index(ledger: &Ledger) -> HashMap<&ObjectRef, usize> {
+    ledger.entries.iter().enumerate().map(|(i, e)| (&*e.object, i)).collect()
 }
 
 /// Merge this run's results into a previous status of the same ledger (always the full form;
 /// [`encode`] compacts it when it does not fit).
 pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> StatusDoc {
     let prev = prev.filter(|p| p.ledger_digest == ledger.digest);
-    let mut by_obj = prev.as_ref().map(|p| p.per_entry(ledger)).unwrap_or_default();
+    let (runs, mut recent_runs) = prev.as_ref().map_or((0, vec![]), |p| (p.runs, p.recent_runs.clone()));
+    // Results come in plan order (by `order`); the status keeps ledger order. Slots by ledger
+    // index, not a map of copies: at thousands of entries this is the run's peak of memory.
+    let index = ledger_index(ledger);
+    let mut slots = match prev {
+        Some(p) => p.into_slots(ledger, &index),
+        None => std::iter::repeat_with(|| None).take(ledger.entries.len()).collect(),
+    };
     let now = Timestamp::now();
     for r in run.results {
-        let old = by_obj.remove(&r.object);
+        let Some(&i) = index.get(&*r.object) else { continue };
+        let old = slots[i].take();
         let was_restored = old.as_ref().is_some_and(|o| o.outcome == Outcome::Restored || o.restored_at.is_some());
         let restored_at = (r.outcome == Outcome::Restored).then_some(now).or(old.as_ref().and_then(|o| o.restored_at));
         // A concurrent or earlier run restored it; this run found it running: keep "restored".
@@ -206,28 +230,24 @@ pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> S
             r.outcome
         };
         let attempted = r.attempts > 0;
-        by_obj.insert(
-            r.object.clone(),
-            EntryStatus {
-                object: r.object.clone(),
-                outcome,
-                attempts: old.as_ref().map_or(0, |o| o.attempts) + r.attempts,
-                first_attempt_at: old.as_ref().and_then(|o| o.first_attempt_at).or(r.started_at),
-                last_attempt_at: if attempted { Some(now) } else { old.as_ref().and_then(|o| o.last_attempt_at) },
-                restored_at,
-                last_error: r.error.clone(),
-                detail: r.detail.clone(),
-            },
-        );
+        slots[i] = Some(EntryStatus {
+            object: r.object.clone(),
+            outcome,
+            attempts: old.as_ref().map_or(0, |o| o.attempts) + r.attempts,
+            first_attempt_at: old.as_ref().and_then(|o| o.first_attempt_at).or(r.started_at),
+            last_attempt_at: if attempted { Some(now) } else { old.as_ref().and_then(|o| o.last_attempt_at) },
+            restored_at,
+            last_error: r.error.clone(),
+            detail: r.detail.clone(),
+        });
     }
-    // Keep ledger order.
-    let entries: Vec<EntryStatus> = ledger.entries.iter().filter_map(|e| by_obj.remove(&e.object)).collect();
+    drop(index);
+    let entries: Vec<EntryStatus> = slots.into_iter().flatten().collect();
     let done = entries.len() == ledger.entries.len() && entries.iter().all(|e| e.outcome.is_final());
     let mut counts = BTreeMap::new();
     for e in &entries {
         *counts.entry(e.outcome).or_insert(0) += 1;
     }
-    let mut recent_runs = prev.as_ref().map(|p| p.recent_runs.clone()).unwrap_or_default();
     recent_runs.push(run.id.to_string());
     let excess = recent_runs.len().saturating_sub(RECENT_RUNS);
     recent_runs.drain(..excess);
@@ -236,7 +256,7 @@ pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> S
         upgrade: ledger.upgrade.clone(),
         ledger_digest: ledger.digest.clone(),
         state: if done { State::Done } else { State::Incomplete },
-        runs: prev.as_ref().map_or(0, |p| p.runs) + 1,
+        runs: runs + 1,
         last_run_started_at: run.started_at,
         updated_at: now,
         last_exit_code: run.exit_code,
@@ -253,13 +273,8 @@ pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> S
 /// and whether it is compact; [`StatusError::TooLarge`] when not even the compact form without
 /// entries fits.
 pub fn encode(doc: &mut StatusDoc, limit: usize) -> Result<(String, bool), StatusError> {
-    // Every full-form entry takes more than this many bytes: skip serializing what cannot fit.
-    const MIN_ENTRY_BYTES: usize = 100;
-    if doc.entries.len() * MIN_ENTRY_BYTES <= limit {
-        let text = to_yaml(doc)?;
-        if text.len() <= limit {
-            return Ok((text, false));
-        }
+    if let Some(text) = to_yaml_within(doc, limit)? {
+        return Ok((text, false));
     }
     // The compact form is written from the same document: the full entry list is set aside
     // (not copied) and put back afterwards.
@@ -281,19 +296,47 @@ fn encode_compact(doc: &mut StatusDoc, all: &[EntryStatus], limit: usize) -> Res
     loop {
         doc.entries = attention[..keep].iter().map(|e| (*e).clone()).collect();
         doc.unlisted = all.len() - keep;
-        let text = to_yaml(doc)?;
-        if text.len() <= limit {
+        if let Some(text) = to_yaml_within(doc, limit)? {
             return Ok((text, true));
         }
         if keep == 0 {
-            return Err(StatusError::TooLarge { needed: text.len(), room: limit });
+            return Err(StatusError::TooLarge { needed: yaml_len(doc, usize::MAX)?, room: limit });
         }
         keep /= 2;
     }
 }
 
-fn to_yaml(doc: &StatusDoc) -> Result<String, StatusError> {
-    serde_saphyr::to_string(doc).map_err(|e| StatusError::Encode(e.to_string()))
+/// The YAML text of `doc` if it takes at most `limit` bytes. Measured first without keeping
+/// the text, so a form that does not fit (megabytes at thousands of entries) is never built.
+fn to_yaml_within(doc: &StatusDoc, limit: usize) -> Result<Option<String>, StatusError> {
+    let len = yaml_len(doc, limit)?;
+    if len > limit {
+        return Ok(None);
+    }
+    let mut text = String::with_capacity(len);
+    serde_saphyr::to_fmt_writer(&mut text, doc).map_err(|e| StatusError::Encode(e.to_string()))?;
+    Ok(Some(text))
+}
+
+/// The length of `doc`'s YAML text, counting stopped once past `limit` (then > `limit`).
+fn yaml_len(doc: &StatusDoc, limit: usize) -> Result<usize, StatusError> {
+    struct Counter {
+        len: usize,
+        limit: usize,
+    }
+    impl std::fmt::Write for Counter {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.len += s.len();
+            // Past the limit: stop the serializer, the size is all the answer needed.
+            if self.len > self.limit { Err(std::fmt::Error) } else { Ok(()) }
+        }
+    }
+    let mut c = Counter { len: 0, limit };
+    match serde_saphyr::to_fmt_writer(&mut c, doc) {
+        Ok(()) => Ok(c.len),
+        Err(_) if c.len > limit => Ok(c.len),
+        Err(e) => Err(StatusError::Encode(e.to_string())),
+    }
 }
 
 /// Bytes left for the status under the ConfigMap limit, given the ConfigMap's other data.
@@ -370,6 +413,10 @@ pub async fn write(
             .ok_or(StatusError::Gone)?;
         let rv = cm.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let prev = parse(cm.pointer(&format!("/data/{STATUS_KEY}")).and_then(Value::as_str));
+        let room = room(&cm);
+        let has_data = cm.get("data").is_some_and(|d| !d.is_null());
+        // The ConfigMap carries the whole ledger text: not held while the status is built.
+        drop(cm);
         if let Some(p) = prev.as_ref().filter(|p| p.written_by(run.id)) {
             // Our earlier attempt was applied; its answer was lost. Counting it again would
             // double `runs` (and overwrite a concurrent run's merge with a stale one).
@@ -377,13 +424,12 @@ pub async fn write(
             return Ok(p.clone());
         }
         let mut doc = merge(prev, ledger, &run);
-        let room = room(&cm);
         let (text, compact) = encode(&mut doc, room)?;
         if compact {
             tracing::info!(room, bytes = text.len(), "status written in the compact form (the full form does not fit)");
         }
         let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
-        if cm.get("data").is_none_or(Value::is_null) {
+        if !has_data {
             ops.push(json!({"op": "add", "path": "/data", "value": {}}));
         }
         ops.push(json!({"op": "add", "path": format!("/data/{STATUS_KEY}"), "value": text}));
@@ -423,7 +469,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let mut r = EntryReport::new(e.object.clone(), e.field.to_string(), e.order, f(i));
+                let mut r = EntryReport::new(e.object.clone(), e.field.clone(), e.order, f(i));
                 r.attempts = 1;
                 if !r.outcome.is_final() {
                     r.error = Some(format!("failed because of reason number {i}"));
@@ -444,6 +490,10 @@ mod tests {
         let doc = merge(None, &l, &run("r1", &res));
         let (text, compact) = encode(&mut doc.clone(), CONFIGMAP_LIMIT).unwrap();
         assert!(!compact);
+        // The measuring pass counts what the text takes, and stops early past a limit.
+        assert_eq!(yaml_len(&doc, usize::MAX).unwrap(), text.len());
+        let cut = yaml_len(&doc, 40).unwrap();
+        assert!(cut > 40 && cut < text.len(), "stopped at {cut} of {}", text.len());
         let back = parse(Some(&text)).unwrap();
         assert_eq!(back.entries.len(), 3);
         assert!(back.outcomes.is_none());
@@ -456,7 +506,7 @@ mod tests {
         let l = ledger(5000);
         let res = results(&l, |i| if i % 1000 == 7 { Outcome::Failed } else { Outcome::Restored });
         let doc = merge(None, &l, &run("r1", &res));
-        let full = to_yaml(&doc).unwrap().len();
+        let full = yaml_len(&doc, usize::MAX).unwrap();
         let limit = 64 * 1024;
         assert!(full > limit, "full form {full} bytes should not fit");
         let mut kept = doc.clone();
@@ -469,7 +519,7 @@ mod tests {
         assert!(back.entries.iter().all(|e| e.outcome == Outcome::Failed && e.last_error.is_some()));
         assert_eq!(back.unlisted, 4995);
         assert_eq!(back.counts.get(&Outcome::Failed), Some(&5));
-        let per = back.per_entry(&l);
+        let per = back.clone().per_entry(&l);
         assert_eq!(per.len(), 5000);
         assert_eq!(per[&l.entries[7].object].outcome, Outcome::Failed);
         assert_eq!(per[&l.entries[8].object].outcome, Outcome::Restored);

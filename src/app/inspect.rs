@@ -107,7 +107,7 @@ pub async fn status(args: &StatusArgs, access: Access) -> Exit {
             return exit_for_api(&e);
         }
     };
-    let recorded_by_obj = doc.as_ref().map(|d| d.per_entry(&ledger)).unwrap_or_default();
+    let recorded_by_obj = doc.clone().map(|d| d.per_entry(&ledger)).unwrap_or_default();
     let mut rows = Vec::new();
     let mut exit = Exit::Success;
     for step in plan.waves.iter().flat_map(|w| &w.steps) {

@@ -171,7 +171,7 @@ async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> R
             name,
         };
         let order = args.order.unwrap_or_else(|| kinds::default_order(&object));
-        out.push(Entry { object, field: field.clone(), order, line: None });
+        out.push(Entry { object: object.into(), field: field.clone(), order, line: None });
     }
     Ok(out)
 }

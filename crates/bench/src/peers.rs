@@ -245,7 +245,7 @@ async fn list_cas(
                 let path = Access::path(resolved, &e.object);
                 let budget = Budget::new(policy.max_attempts, deadline);
                 let outcome = settle(access, ledger, e, &path, first, &budget).await;
-                let mut r = EntryReport::new(e.object.clone(), e.field.to_string(), e.order, outcome);
+                let mut r = EntryReport::new(e.object.clone(), e.field.clone(), e.order, outcome);
                 r.attempts = budget.used();
                 r.started_at = Some(Timestamp::now());
                 if outcome == Outcome::Failed {

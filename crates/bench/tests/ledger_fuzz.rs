@@ -142,7 +142,7 @@ fn render_ledger(l: &Ledger) -> String {
 
 /// What a ledger says, without where it was written.
 fn proj(l: &Ledger) -> Vec<(pause_ledger::kinds::ObjectRef, String, i32)> {
-    l.entries.iter().map(|e| (e.object.clone(), e.field.as_str().to_string(), e.order)).collect()
+    l.entries.iter().map(|e| ((*e.object).clone(), e.field.as_str().to_string(), e.order)).collect()
 }
 
 fn full(text: &str) -> BTreeMap<String, String> {
