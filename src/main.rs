@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         watchdog(timeout.saturating_add(OVERRUN), guard.clone(), writer.clone());
     }
     // One thread: the work is waiting on the API server. Measured at N=5000 against two worker
-    // threads: peak RSS 17.5 vs 19.2 MiB (one malloc arena), CPU time 1.4 vs 1.7 s, wall time
+    // threads: peak RSS 17.1-17.3 vs 18.2-19.2 MiB (one malloc arena), CPU 1.4 vs 1.7 s, wall time
     // within noise (BENCHMARKS.md). The watchdog and the log writer keep their own threads.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
