@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kubeenv::{ControlPlane, RancherStandIn, crds};
+use pause_ledger::api::Access;
 use pause_ledger::kinds::FieldPath;
-use pause_ledger::kube_access::Access;
 use pause_ledger::ownership::pause_patch;
 use serde_json::{Value, json};
 

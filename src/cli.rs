@@ -1,19 +1,33 @@
 //! Command-line interface (clap derive). Every flag has an environment variable, so a Job
-//! or Helm hook configures the tool through `env:` alone.
+//! or Helm hook configures the tool through `env:` alone. Domain types (presets, the
+//! existing-ledger policy, the report format) carry no clap traits; the `*Arg` enums here map
+//! to them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
 
-use crate::exit::EXIT_CODES_HELP;
 pub use crate::ledger::LedgerRef;
-pub use crate::preset::Preset;
-pub use crate::record::OnExisting;
+use crate::pause::OnExisting;
+use crate::preset::Preset;
+use crate::report::Format;
+
+/// The longest duration any flag takes: far beyond any real run, and small enough that adding
+/// it to a clock never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Restore what a platform upgrade paused, from the ledger the upgrade recorded.
 #[derive(Debug, Parser)]
-#[command(name = "pause-ledger", version, about, long_about = None, after_long_help = EXIT_CODES_HELP, after_help = EXIT_CODES_HELP)]
+#[command(
+    name = "pause-ledger",
+    version,
+    about,
+    long_about = None,
+    after_help = crate::exit::help_text(),
+    after_long_help = crate::exit::help_text()
+)]
 pub struct Cli {
     /// Global options.
     #[command(flatten)]
@@ -36,8 +50,25 @@ pub struct Global {
     #[arg(long, global = true, env = "PAUSE_LEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `pause_ledger=debug`.
-    #[arg(long, global = true, env = "PAUSE_LEDGER_LOG", default_value = "info")]
-    pub log_level: String,
+    #[arg(long, global = true, env = "PAUSE_LEDGER_LOG", default_value = "info", value_parser = LogLevel::parse)]
+    pub log_level: LogLevel,
+}
+
+/// A validated log filter (tracing EnvFilter syntax).
+#[derive(Clone, Debug)]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    /// Parse and check a filter.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        EnvFilter::try_new(s).map_err(|e| format!("{s:?} is not a log filter: {e}"))?;
+        Ok(Self(s.to_string()))
+    }
+
+    /// The filter (checked at parse time).
+    pub fn filter(&self) -> EnvFilter {
+        EnvFilter::try_new(&self.0).unwrap_or_else(|_| EnvFilter::new("info"))
+    }
 }
 
 /// Log formats.
@@ -45,17 +76,26 @@ pub struct Global {
 pub enum LogFormat {
     /// Human-readable lines.
     Plain,
-    /// One JSON object per line.
+    /// One JSON object per line, carrying the run's and the entry's fields.
     Json,
 }
 
 /// Output formats for results on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub enum OutputArg {
     /// A summary line (restore) or a table (status).
     Text,
     /// The documented JSON document (docs/report.md).
     Json,
+}
+
+impl From<OutputArg> for Format {
+    fn from(o: OutputArg) -> Self {
+        match o {
+            OutputArg::Text => Format::Text,
+            OutputArg::Json => Format::Json,
+        }
+    }
 }
 
 /// What to do when the ledger ConfigMap does not exist.
@@ -78,6 +118,42 @@ pub enum ProgressMode {
     Never,
 }
 
+/// Presets on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// Harvester: the ManagedCharts its upgrade pauses in `fleet-local`, CRD charts first.
+    Harvester,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Harvester => Preset::Harvester,
+        }
+    }
+}
+
+/// `--on-existing` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnExistingArg {
+    /// Refuse (exit 9): two upgrades must not share or overwrite one ledger by accident.
+    Refuse,
+    /// Add to the existing ledger, keeping its upgrade id (new pauses are marked with it).
+    Merge,
+    /// Make the ledger ours: new upgrade id, and the old entries' marks re-written to it.
+    TakeOver,
+}
+
+impl From<OnExistingArg> for OnExisting {
+    fn from(o: OnExistingArg) -> Self {
+        match o {
+            OnExistingArg::Refuse => OnExisting::Refuse,
+            OnExistingArg::Merge => OnExisting::Merge,
+            OnExistingArg::TakeOver => OnExisting::TakeOver,
+        }
+    }
+}
+
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -93,6 +169,19 @@ pub enum Command {
     Status(StatusArgs),
 }
 
+impl Command {
+    /// The command's API limits (`--timeout` and the retry policy).
+    pub fn api(&self) -> &ApiArgs {
+        match self {
+            Command::Restore(a) => &a.api,
+            Command::Record(a) => &a.api,
+            Command::Rescue(a) => &a.api,
+            Command::Validate(a) => &a.api,
+            Command::Status(a) => &a.api,
+        }
+    }
+}
+
 /// Where the ledger lives.
 #[derive(Debug, Args, Clone)]
 pub struct LedgerArg {
@@ -102,46 +191,66 @@ pub struct LedgerArg {
 }
 
 fn parse_ledger_ref(s: &str) -> Result<LedgerRef, String> {
-    let (ns, name) = s.split_once('/').ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
-    crate::ledger::check_label(ns)?;
-    crate::ledger::check_subdomain(name)?;
-    Ok(LedgerRef { namespace: ns.to_string(), name: name.to_string() })
+    s.parse()
 }
 
-/// Parse a duration such as `240s`, `4m`, `1m30s`.
+/// Parse a duration such as `240s`, `4m`, `1m30s`, or `0`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{s:?} is not a duration like 240s or 4m: {e}"))?;
-    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
+    let d = Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is longer than the longest supported duration (30 days)"));
+    }
+    Ok(d)
+}
+
+/// Parse a duration that must not be zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be greater than 0"));
+    }
+    Ok(d)
+}
+
+/// How every command talks to the API server: one deadline and one retry policy.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Overall deadline for the whole run (default leaves a minute of Helm's 5-minute hook
+    /// timeout); must be greater than 0.
+    #[arg(long, env = "PAUSE_LEDGER_TIMEOUT", default_value = "240s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// Attempt budget per entry (answered requests and re-reads after a concurrent change);
+    /// an unreachable API server spends time, not attempts.
+    #[arg(long, env = "PAUSE_LEDGER_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+    /// First retry delay; delays double up to --max-delay, each drawn uniformly from [0, delay].
+    #[arg(long, env = "PAUSE_LEDGER_MIN_DELAY", default_value = "200ms", value_parser = parse_positive_duration)]
+    pub min_delay: Duration,
+    /// Cap on one retry delay.
+    #[arg(long, env = "PAUSE_LEDGER_MAX_DELAY", default_value = "10s", value_parser = parse_positive_duration)]
+    pub max_delay: Duration,
+    /// Limit on one HTTP request.
+    #[arg(long, env = "PAUSE_LEDGER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
 }
 
 /// Options shared by the commands that write (`restore`, `rescue`, `record`).
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// Overall deadline for the whole run (default leaves a minute of Helm's 5-minute hook timeout).
-    #[arg(long, env = "PAUSE_LEDGER_TIMEOUT", default_value = "240s", value_parser = parse_duration)]
-    pub timeout: Duration,
     /// Entries handled at once within one order.
     #[arg(long, env = "PAUSE_LEDGER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: u16,
-    /// Attempt budget per entry (requests and re-reads after a concurrent change).
-    #[arg(long, env = "PAUSE_LEDGER_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub max_attempts: u32,
-    /// First retry delay; delays double up to --max-delay, each drawn uniformly from [0, delay].
-    #[arg(long, env = "PAUSE_LEDGER_MIN_DELAY", default_value = "200ms", value_parser = parse_duration)]
-    pub min_delay: Duration,
-    /// Cap on one retry delay.
-    #[arg(long, env = "PAUSE_LEDGER_MAX_DELAY", default_value = "10s", value_parser = parse_duration)]
-    pub max_delay: Duration,
-    /// Limit on one HTTP request.
-    #[arg(long, env = "PAUSE_LEDGER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
     /// Send every write with server-side dryRun=All (restore, rescue) or write nothing (record):
     /// RBAC and admission run, nothing changes, no status, no Events.
     #[arg(long, env = "PAUSE_LEDGER_DRY_RUN")]
     pub dry_run: bool,
     /// Result format on stdout.
-    #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
     /// Progress bar on stderr.
     #[arg(long, env = "PAUSE_LEDGER_PROGRESS", value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -186,6 +295,9 @@ pub struct RestoreArgs {
     /// Re-examine every entry even when the status says the ledger is already restored.
     #[arg(long, env = "PAUSE_LEDGER_FORCE")]
     pub force: bool,
+    /// API limits.
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Run options.
     #[command(flatten)]
     pub run: RunArgs,
@@ -205,7 +317,7 @@ pub struct RecordArgs {
     pub upgrade: String,
     /// Pause a preset's objects.
     #[arg(long, env = "PAUSE_LEDGER_PRESET", value_enum, conflicts_with_all = ["names", "selector"])]
-    pub preset: Option<Preset>,
+    pub preset: Option<PresetArg>,
     /// Namespace of the named or selected objects (overrides the preset's namespace).
     #[arg(long, short = 'n', env = "PAUSE_LEDGER_NAMESPACE")]
     pub namespace: Option<String>,
@@ -225,8 +337,11 @@ pub struct RecordArgs {
     #[arg(long, env = "PAUSE_LEDGER_ORDER")]
     pub order: Option<i32>,
     /// When another upgrade's unrestored ledger exists.
-    #[arg(long, env = "PAUSE_LEDGER_ON_EXISTING", value_enum, default_value_t = OnExisting::Refuse)]
-    pub on_existing: OnExisting,
+    #[arg(long, env = "PAUSE_LEDGER_ON_EXISTING", value_enum, default_value_t = OnExistingArg::Refuse)]
+    pub on_existing: OnExistingArg,
+    /// API limits.
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Run options.
     #[command(flatten)]
     pub run: RunArgs,
@@ -240,7 +355,7 @@ pub struct RecordArgs {
 pub struct RescueArgs {
     /// The preset whose currently paused objects are restored.
     #[arg(long, env = "PAUSE_LEDGER_PRESET", value_enum)]
-    pub preset: Preset,
+    pub preset: PresetArg,
     /// Namespace override for the preset's objects.
     #[arg(long, short = 'n', env = "PAUSE_LEDGER_NAMESPACE")]
     pub namespace: Option<String>,
@@ -248,6 +363,9 @@ pub struct RescueArgs {
     /// paused on purpose will be unpaused too.
     #[arg(long, env = "PAUSE_LEDGER_ACKNOWLEDGE_UNKNOWN_OWNERSHIP")]
     pub acknowledge_unknown_ownership: bool,
+    /// API limits.
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Run options.
     #[command(flatten)]
     pub run: RunArgs,
@@ -265,8 +383,11 @@ pub struct ValidateArgs {
     #[arg(long, env = "PAUSE_LEDGER_VALIDATE_CLUSTER")]
     pub cluster: bool,
     /// Result format on stdout.
-    #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// API limits (with --cluster).
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// `status` options.
@@ -276,11 +397,11 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub ledger: LedgerArg,
     /// Table or JSON.
-    #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = Output::Text)]
-    pub output: Output,
-    /// Limit on one HTTP request.
-    #[arg(long, env = "PAUSE_LEDGER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
+    #[arg(long, short = 'o', env = "PAUSE_LEDGER_OUTPUT", value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// API limits.
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[cfg(test)]
@@ -298,8 +419,15 @@ mod tests {
         assert_eq!(parse_duration("240s").unwrap(), Duration::from_secs(240));
         assert_eq!(parse_duration("4m").unwrap(), Duration::from_secs(240));
         assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("9999999999h").is_err(), "too long for a clock");
+        assert!(parse_positive_duration("0").is_err());
         assert!(parse_ledger_ref("fleet-local").is_err());
         assert_eq!(parse_ledger_ref("a/b").unwrap().to_string(), "a/b");
+        assert!(LogLevel::parse("info,pause_ledger=debug").is_ok());
+        assert!(LogLevel::parse("info=[").is_err());
     }
 }

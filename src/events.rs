@@ -12,8 +12,8 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::api::{Access, ApiError, object_path};
 use crate::kinds::ObjectRef;
-use crate::kube_access::{Access, ApiError, object_path};
 
 /// The Event reasons pause-ledger uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

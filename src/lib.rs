@@ -1,25 +1,38 @@
 //! pause-ledger: restores exactly what a platform upgrade paused, from the ledger it recorded.
 //!
 //! Data flows one way: [`ledger`] (parse, validate) → [`plan`] (order, discovery) →
-//! [`restore`] (decide with [`ownership`], patch through [`kube_access`], retry per [`retry`])
-//! → [`report`] outcomes → [`status`] written back. [`app`] wires the commands; [`cli`] parses.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+//! [`engine`] (decide with [`ownership`], patch through the [`context`]) → [`outcome`]s →
+//! [`verify`] and [`guard`] → [`status_doc`] written back by [`ledger_store`] → [`report`].
+//! [`pause`] is the pause side (`record`). [`app`] wires the commands; [`cli`] parses.
+//!
+//! Where each concern lives:
+//! - errors and exit codes: [`error`] (one `RunError`, one `exit()`), [`exit`] (the table);
+//! - retries, backoff, budgets and deadlines: [`retry`], applied by [`context`];
+//! - the API client (requests, error kinds, discovery): [`api`];
+//! - the ledger ConfigMap (read, create, replace, status write): [`ledger_store`];
+//! - verification: [`verify`] (propagation, readiness), [`guard`] (re-pause);
+//! - logging, the watchdog and signals: [`runtime`].
 
+pub mod api;
 pub mod app;
+pub mod bulk_read;
 pub mod cli;
+pub mod context;
+pub mod engine;
+pub mod error;
 pub mod events;
 pub mod exit;
+pub mod guard;
 pub mod kinds;
-pub mod kube_access;
 pub mod ledger;
+pub mod ledger_store;
+pub mod outcome;
 pub mod ownership;
+pub mod pause;
 pub mod plan;
-pub mod prefetch;
 pub mod preset;
-pub mod record;
 pub mod report;
-pub mod restore;
 pub mod retry;
-pub mod status;
+pub mod runtime;
+pub mod status_doc;
 pub mod verify;

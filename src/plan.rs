@@ -1,13 +1,13 @@
-//! The plan: a validated ledger turned into ordered waves of entries, each entry's kind
+//! The plan: validated entries turned into ordered waves of entries, each entry's kind
 //! resolved through API discovery. Nothing is written while planning.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::kube_access::{Access, ApiError, Resolved};
-use crate::ledger::{Entry, Issue, LEDGER_KEY, Ledger, LedgerError};
-use crate::retry::{Budget, Policy, with_retry};
-use tokio::time::Instant;
+use crate::api::Resolved;
+use crate::context::Context;
+use crate::ledger::{Entry, Issue, LEDGER_KEY, LedgerError};
+use crate::retry::Failure;
 
 /// One entry ready to restore.
 #[derive(Clone, Debug)]
@@ -44,6 +44,11 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every step, lowest order first.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.waves.iter().flat_map(|w| &w.steps)
+    }
 }
 
 /// Why a plan could not be made.
@@ -54,7 +59,7 @@ pub enum PlanError {
     Ledger(#[from] LedgerError),
     /// Discovery itself failed.
     #[error("API discovery failed: {0}")]
-    Api(#[from] ApiError),
+    Api(#[from] Failure),
 }
 
 /// Group entries by order, given each kind's resolution.
@@ -74,18 +79,15 @@ pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Arc<Resolve
     Plan { waves: waves.map(|(order, steps)| Wave { order, steps }).collect() }
 }
 
-/// Resolve every kind the ledger names (one discovery request per group/version) and check
-/// each entry's scope. Any problem invalidates the whole ledger, before anything is written.
-pub async fn resolve(access: &Access, ledger: &Ledger, policy: &Policy, deadline: Instant) -> Result<Plan, PlanError> {
+/// Resolve every kind the entries name (one discovery request per group/version) and check
+/// each entry's scope. Any problem invalidates the whole set, before anything is written.
+pub async fn resolve(ctx: &Context, entries: &[Entry]) -> Result<Plan, PlanError> {
     let mut resolved: HashMap<(String, String), Arc<Resolved>> = HashMap::new();
     let mut issues = Vec::new();
-    for e in &ledger.entries {
+    for e in entries {
         let key = (e.object.api_version.clone(), e.object.kind.clone());
         if !resolved.contains_key(&key) {
-            let budget = Budget::new(policy.max_attempts, deadline);
-            let (av, kind) = (&e.object.api_version, &e.object.kind);
-            let r = with_retry(policy, &budget, &format!("discovery of {av}"), || access.resolve(av, kind)).await?;
-            match r {
+            match ctx.resolve(&e.object.api_version, &e.object.kind).await? {
                 Some(r) => {
                     resolved.insert(key.clone(), Arc::new(r));
                 }
@@ -118,7 +120,7 @@ pub async fn resolve(access: &Access, ledger: &Ledger, policy: &Policy, deadline
     if !issues.is_empty() {
         return Err(LedgerError::Invalid(issues).into());
     }
-    Ok(waves(&ledger.entries, &resolved))
+    Ok(waves(entries, &resolved))
 }
 
 fn location(e: &Entry) -> String {

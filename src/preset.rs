@@ -4,7 +4,7 @@ use crate::kinds::{FieldPath, MANAGED_CHART_API_VERSION, MANAGED_CHART_KIND, Obj
 use crate::ledger::Entry;
 
 /// A preset's name and its charts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
     /// Harvester: the ManagedCharts its upgrade pauses in `fleet-local`, CRD charts first.
     Harvester,
@@ -18,6 +18,13 @@ pub const HARVESTER_CHARTS: [(&str, i32); 4] =
 pub const HARVESTER_NAMESPACE: &str = "fleet-local";
 
 impl Preset {
+    /// The preset's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Harvester => "harvester",
+        }
+    }
+
     /// The preset's entries; `namespace` overrides the preset's own namespace (tests, forks).
     pub fn entries(self, namespace: Option<&str>) -> Vec<Entry> {
         match self {

@@ -1,165 +1,23 @@
-//! The report: per-entry outcomes, the summary line, the JSON document for CI
-//! (docs/report.md) and the exit code they add up to.
+//! The report printed on stdout: the JSON document for CI (docs/report.md), the per-entry
+//! lines and the one-line summary.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::exit::Exit;
-use crate::kinds::{FieldPath, ObjectRef};
+use crate::outcome::{EntryReport, Outcome};
 
 /// Version tag of the JSON report.
 pub const REPORT_VERSION: &str = "pause-ledger/report/v1";
 
-/// What happened to one entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Unpaused by this run (pause cleared and mark removed, atomically).
-    Restored,
-    /// Dry run: the server accepted the restore patch with dryRun=All; nothing changed.
-    WouldRestore,
-    /// Not paused (any more): nothing to do.
-    AlreadyRunning,
-    /// The object no longer exists (404).
-    Gone,
-    /// Paused, but not by this upgrade: left paused.
-    NotOurs,
-    /// Could not be restored; see the error.
-    Failed,
-    /// Not attempted: terminated, deadline reached, or an earlier order failed.
-    Skipped,
-    /// ManagedChart unpaused, but Rancher did not carry it into Bundle `mcc-<name>` in time.
-    NotPropagated,
-    /// Restored, then paused again by someone else within the settle window: left paused.
-    Repaused,
-}
-
-impl Outcome {
-    /// Whether the entry needs no further run.
-    pub fn is_final(self) -> bool {
-        matches!(self, Outcome::Restored | Outcome::AlreadyRunning | Outcome::Gone | Outcome::NotOurs)
-    }
-
-    /// The kebab-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Restored => "restored",
-            Outcome::WouldRestore => "would-restore",
-            Outcome::AlreadyRunning => "already-running",
-            Outcome::Gone => "gone",
-            Outcome::NotOurs => "not-ours",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::NotPropagated => "not-propagated",
-            Outcome::Repaused => "repaused",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why an entry failed or was skipped, for the exit code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Cause {
-    /// RBAC refused a request.
-    PermissionDenied,
-    /// The overall deadline was reached.
-    Deadline,
-    /// SIGTERM/SIGINT.
-    Terminated,
-    /// An earlier order had failures.
-    Blocked,
-    /// Unpaused, but the change did not reach the Fleet Bundle.
-    NotPropagated,
-    /// `--wait-ready --fail-on-not-ready` and the object did not become ready.
-    NotReady,
-    /// Anything else.
-    Error,
-}
-
-/// One entry's result.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EntryReport {
-    /// The object.
-    pub object: Arc<ObjectRef>,
-    /// Its pause field.
-    pub field: FieldPath,
-    /// Its order.
-    pub order: i32,
-    /// What happened.
-    pub outcome: Outcome,
-    /// Requests and re-decisions spent on it.
-    pub attempts: u32,
-    /// Wall time spent on it.
-    pub duration_ms: u64,
-    /// When work on it started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Timestamp>,
-    /// The last error, for failed/skipped entries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Failure/skip cause.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<Cause>,
-    /// Extra explanation (e.g. why not ours).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// metadata.generation after our patch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<i64>,
-    /// metadata.uid (for Events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    /// ManagedCharts: whether Rancher carried the unpause into Bundle `mcc-<name>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub propagated: Option<bool>,
-    /// With `--wait-ready`: Ready=True at observedGeneration ≥ our generation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready: Option<bool>,
-    /// The Ready condition's message when not ready or not propagated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_message: Option<String>,
-    /// Times it was found paused again in the settle window.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub repaused: u32,
-}
-
-impl EntryReport {
-    /// A report for `object` with `outcome` and nothing else filled in.
-    pub fn new(object: Arc<ObjectRef>, field: FieldPath, order: i32, outcome: Outcome) -> Self {
-        Self {
-            object,
-            field,
-            order,
-            outcome,
-            attempts: 0,
-            duration_ms: 0,
-            started_at: None,
-            error: None,
-            cause: None,
-            detail: None,
-            generation: None,
-            uid: None,
-            propagated: None,
-            ready: None,
-            ready_message: None,
-            repaused: 0,
-        }
-    }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+/// How results are printed on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for people: one per entry, then the summary line.
+    Text,
+    /// The documented JSON document (docs/report.md).
+    Json,
 }
 
 /// The whole run's report (`--output json`).
@@ -174,7 +32,7 @@ pub struct Report {
     pub upgrade: String,
     /// Whether this was a dry run.
     pub dry_run: bool,
-    /// Result word: see [`Exit::word`].
+    /// Result word: see [`crate::exit::Exit::word`].
     pub result: String,
     /// The process exit code.
     pub exit_code: i32,
@@ -190,38 +48,6 @@ pub struct Report {
     pub summary: BTreeMap<Outcome, usize>,
     /// Per-entry results, in ledger order.
     pub entries: Vec<EntryReport>,
-}
-
-/// The exit code entry results add up to (invalid ledger / missing ledger are decided earlier).
-pub fn exit_for(entries: &[EntryReport]) -> Exit {
-    let causes: Vec<Cause> = entries
-        .iter()
-        .filter(|e| {
-            matches!(e.outcome, Outcome::Failed | Outcome::Skipped | Outcome::NotPropagated)
-                || e.cause == Some(Cause::NotReady)
-        })
-        .map(|e| e.cause.unwrap_or(Cause::Error))
-        .collect();
-    if causes.is_empty() {
-        Exit::Success
-    } else if causes.contains(&Cause::Terminated) {
-        Exit::Terminated
-    } else if causes.contains(&Cause::PermissionDenied) {
-        Exit::PermissionDenied
-    } else if causes.contains(&Cause::Deadline) {
-        Exit::Deadline
-    } else {
-        Exit::PartialFailure
-    }
-}
-
-/// Count outcomes.
-pub fn summarize(entries: &[EntryReport]) -> BTreeMap<Outcome, usize> {
-    let mut m = BTreeMap::new();
-    for e in entries {
-        *m.entry(e.outcome).or_insert(0) += 1;
-    }
-    m
 }
 
 /// The one-line summary printed at the end of every run.
@@ -240,48 +66,36 @@ pub fn summary_line(r: &Report) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(outcome: Outcome, cause: Option<Cause>) -> EntryReport {
-        let object = ObjectRef { api_version: "v1".into(), kind: "K".into(), namespace: None, name: "n".into() };
-        EntryReport { cause, ..EntryReport::new(object.into(), FieldPath::parse("spec.paused").unwrap(), 0, outcome) }
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(
-            exit_for(&[e(Outcome::Restored, None), e(Outcome::NotOurs, None), e(Outcome::Gone, None)]),
-            Exit::Success
-        );
-        assert_eq!(exit_for(&[e(Outcome::Failed, Some(Cause::Error))]), Exit::PartialFailure);
-        assert_eq!(
-            exit_for(&[e(Outcome::Failed, Some(Cause::PermissionDenied)), e(Outcome::Failed, None)]),
-            Exit::PermissionDenied
-        );
-        assert_eq!(exit_for(&[e(Outcome::Skipped, Some(Cause::Deadline))]), Exit::Deadline);
-        assert_eq!(
-            exit_for(&[
-                e(Outcome::Skipped, Some(Cause::Terminated)),
-                e(Outcome::Failed, Some(Cause::PermissionDenied))
-            ]),
-            Exit::Terminated
-        );
-    }
-
-    #[test]
-    fn outcome_names_match_serde() {
-        for o in [
-            Outcome::Restored,
-            Outcome::WouldRestore,
-            Outcome::AlreadyRunning,
-            Outcome::Gone,
-            Outcome::NotOurs,
-            Outcome::Failed,
-            Outcome::Skipped,
-        ] {
-            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
+impl Report {
+    /// Print the report on stdout.
+    pub fn print(&self, format: Format) {
+        match format {
+            Format::Json => write_json(self),
+            Format::Text => {
+                for e in &self.entries {
+                    let note = e.error.as_deref().or(e.detail.as_deref()).unwrap_or("");
+                    let note = if note.is_empty() { String::new() } else { format!("  ({note})") };
+                    println!("{:<16} {}{note}", e.outcome.as_str(), e.object);
+                }
+                if self.entries.is_empty() && !self.message.is_empty() {
+                    println!("{}", self.message);
+                }
+                println!("{}", summary_line(self));
+            }
         }
+    }
+}
+
+/// Write a document as pretty JSON on stdout, streamed: the report of a 5000-entry run is
+/// ~2.5 MB of text, not held in memory.
+pub fn write_json<T: Serialize>(doc: &T) {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, doc)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        tracing::error!(error = %e, "cannot write the report");
     }
 }

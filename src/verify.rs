@@ -5,9 +5,8 @@
 //!   out, whatever the ManagedChart says. Checked for every ManagedChart that is running now.
 //! - **Readiness** (`--wait-ready`): Ready=True *at* `status.observedGeneration` ≥ the generation
 //!   our patch produced; a Ready condition of an older generation is stale and passes too early.
-//! - **Re-pause guard** (`--settle`): a still-running upgrade job may pause again right after we
-//!   restored; within the window such an object is restored again if it is still ours, and
-//!   reported otherwise.
+//!
+//! The re-pause guard (`--settle`) is [`crate::guard`].
 
 use std::time::Duration;
 
@@ -15,13 +14,12 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::api::{Access, object_path};
+use crate::context::Context;
 use crate::kinds::ObjectRef;
-use crate::kube_access::{Access, Resolved, object_path};
-use crate::ownership::{Decision, decide, pause_state};
+use crate::outcome::{Cause, EntryReport, Outcome};
 use crate::plan::{Plan, Step};
-use crate::report::{Cause, EntryReport, Outcome};
-use crate::restore::Engine;
-use crate::retry::{Budget, ErrorClass, classify};
+use crate::retry::{ErrorClass, classify};
 
 /// Verification settings.
 #[derive(Clone, Copy, Debug)]
@@ -32,8 +30,6 @@ pub struct VerifyOptions {
     pub wait_ready: Option<Duration>,
     /// Whether not-ready fails the run (exit 3).
     pub fail_on_not_ready: bool,
-    /// Watch restored objects this long for a re-pause; zero skips the guard.
-    pub settle: Duration,
     /// Poll interval.
     pub poll: Duration,
 }
@@ -61,16 +57,26 @@ fn ready_condition(obj: &Value) -> Option<(bool, String)> {
     Some((c["status"] == "True", c["message"].as_str().unwrap_or_default().to_string()))
 }
 
-impl Engine {
-    /// Verify every settled entry (in place). No-op in dry runs.
-    pub async fn verify(&self, plan: &Plan, results: &mut [EntryReport], v: &VerifyOptions) {
-        if self.opts.dry_run {
-            return;
-        }
+/// Checks restored entries: propagation to Fleet, readiness.
+pub struct Verifier<'a> {
+    ctx: &'a Context,
+    opts: VerifyOptions,
+    concurrency: usize,
+}
+
+impl<'a> Verifier<'a> {
+    /// A verifier whose polls end by `ctx`'s deadline; `concurrency` entries at once.
+    pub fn new(ctx: &'a Context, opts: VerifyOptions, concurrency: usize) -> Self {
+        Self { ctx, opts, concurrency }
+    }
+
+    /// Verify every settled entry (in place).
+    pub async fn verify(&self, plan: &Plan, results: &mut [EntryReport]) {
+        let v = &self.opts;
         let bundles_served = if v.propagation_window.is_zero() {
             false
         } else {
-            match self.access.resolve("fleet.cattle.io/v1alpha1", "Bundle").await {
+            match self.ctx.resolve("fleet.cattle.io/v1alpha1", "Bundle").await {
                 Ok(Some(_)) => true,
                 Ok(None) => {
                     tracing::info!("Fleet Bundles are not served here: propagation is not checked");
@@ -83,13 +89,14 @@ impl Engine {
             }
         };
         // In place: thousands of reports are not copied.
-        let work = plan.waves.iter().flat_map(|w| &w.steps).zip(results.iter_mut());
+        let work = plan.steps().zip(results.iter_mut());
         futures::stream::iter(work)
-            .for_each_concurrent(self.opts.concurrency.max(1), |(step, r)| self.verify_one(step, r, v, bundles_served))
+            .for_each_concurrent(self.concurrency.max(1), |(step, r)| self.verify_one(step, r, bundles_served))
             .await;
     }
 
-    async fn verify_one(&self, step: &Step, r: &mut EntryReport, v: &VerifyOptions, bundles: bool) {
+    async fn verify_one(&self, step: &Step, r: &mut EntryReport, bundles: bool) {
+        let v = &self.opts;
         if !matches!(r.outcome, Outcome::Restored | Outcome::AlreadyRunning) {
             return;
         }
@@ -104,17 +111,14 @@ impl Engine {
         {
             self.check_ready(o, &path, r, wait, v).await;
         }
-        if r.outcome == Outcome::Restored && !v.settle.is_zero() {
-            self.guard_repause(step, &step.resolved, r, v).await;
-        }
     }
 
     fn until(&self, window: Duration) -> Instant {
-        (Instant::now() + window).min(self.opts.deadline)
+        Instant::now().checked_add(window).map_or(self.ctx.deadline(), |t| t.min(self.ctx.deadline()))
     }
 
     async fn get(&self, target: &str, path: &str) -> Option<Value> {
-        self.access.get(target, path).await.ok().flatten()
+        self.ctx.access().get(target, path).await.ok().flatten()
     }
 
     async fn check_propagation(&self, o: &ObjectRef, chart_path: &str, r: &mut EntryReport, v: &VerifyOptions) {
@@ -123,7 +127,7 @@ impl Engine {
         let target = format!("Bundle {ns}/mcc-{}", o.name);
         let end = self.until(v.propagation_window);
         loop {
-            match self.access.get(&target, &bundle).await {
+            match self.ctx.access().get(&target, &bundle).await {
                 Ok(Some(b)) if b.pointer("/spec/paused").and_then(Value::as_bool) != Some(true) => {
                     r.propagated = Some(true);
                     return;
@@ -140,7 +144,7 @@ impl Engine {
                 }
                 _ => {}
             }
-            if Instant::now() + v.poll >= end || self.cancel.is_cancelled() {
+            if Instant::now() + v.poll >= end || self.ctx.is_cancelled() {
                 break;
             }
             tokio::time::sleep(v.poll).await;
@@ -181,7 +185,7 @@ impl Engine {
                     _ => last = format!("status.observedGeneration {observed} has not reached generation {want}"),
                 }
             }
-            if Instant::now() + v.poll >= end || self.cancel.is_cancelled() {
+            if Instant::now() + v.poll >= end || self.ctx.is_cancelled() {
                 break;
             }
             tokio::time::sleep(v.poll).await;
@@ -193,47 +197,5 @@ impl Engine {
             r.error = Some(format!("not Ready within {wait:?}: {last}"));
         }
         tracing::warn!(object = %o, message = %last, "not ready");
-    }
-
-    async fn guard_repause(&self, step: &Step, resolved: &Resolved, r: &mut EntryReport, v: &VerifyOptions) {
-        let o = &step.entry.object;
-        let path = Access::path(resolved, o);
-        let target = o.to_string();
-        let end = self.until(v.settle);
-        let opts = &self.opts;
-        while Instant::now() < end && !self.cancel.is_cancelled() {
-            tokio::time::sleep(v.poll.min(end.saturating_duration_since(Instant::now()))).await;
-            let Some(obj) = self.get(&target, &path).await else { continue };
-            let Ok(state) = pause_state(&obj, &step.entry.field) else { continue };
-            if state.paused != Some(true) {
-                continue;
-            }
-            r.repaused += 1;
-            match decide(&state, &step.entry.field, &opts.upgrade, opts.ownership, &opts.field_manager) {
-                Decision::Restore { .. } => {
-                    tracing::warn!(object = %o, "paused again by this upgrade after restore; restoring again");
-                    let budget = Budget::new(opts.policy.max_attempts, opts.deadline);
-                    let again = self.restore_one(step, &budget, None).await;
-                    r.attempts += budget.used();
-                    if again.outcome != Outcome::Restored && again.outcome != Outcome::AlreadyRunning {
-                        r.outcome = again.outcome;
-                        r.error = again.error;
-                        r.cause = again.cause;
-                        r.detail = again.detail;
-                        return;
-                    }
-                    if let Some(g) = again.generation {
-                        r.generation = Some(g);
-                    }
-                }
-                Decision::NotOurs { reason } => {
-                    tracing::warn!(object = %o, %reason, "paused again after restore, not by this upgrade: left paused");
-                    r.outcome = Outcome::Repaused;
-                    r.detail = Some(format!("paused again after restore ({reason}); left paused"));
-                    return;
-                }
-                Decision::AlreadyRunning { .. } | Decision::Malformed { .. } => {}
-            }
-        }
     }
 }

@@ -42,23 +42,8 @@ async fn restores_everything_through_faults_with_retries_logged() {
         path_filter: None,
     });
     let ledger = format!("{ns}/pause-ledger");
-    let r = run_as(
-        &kubeconfig,
-        &[
-            "restore",
-            "--ledger",
-            &ledger,
-            "-o",
-            "json",
-            "--timeout",
-            "120s",
-            "--max-attempts",
-            "30",
-            "--log-format",
-            "json",
-        ],
-    )
-    .await;
+    let r =
+        restore_as(&kubeconfig, &ledger, &["--timeout", "120s", "--max-attempts", "30", "--log-format", "json"]).await;
     let stats = proxy.stats();
     assert_eq!(r.code, 0, "{stats:?}\n{r:#?}");
     let outcomes = r.outcomes();
@@ -100,11 +85,7 @@ async fn unbeatable_faults_end_at_the_deadline_with_a_true_status() {
     });
     let ledger = format!("{ns}/pause-ledger");
     let started = std::time::Instant::now();
-    let r = run_as(
-        &kubeconfig,
-        &["restore", "--ledger", &ledger, "-o", "json", "--timeout", "8s", "--max-attempts", "1000"],
-    )
-    .await;
+    let r = restore_as(&kubeconfig, &ledger, &["--timeout", "8s", "--max-attempts", "1000"]).await;
     let took = started.elapsed();
     assert_eq!(r.code, 6, "{r:#?}");
     assert!(took < Duration::from_secs(8) + Duration::from_secs(3), "overran the deadline: {took:?}");
@@ -125,7 +106,7 @@ async fn unbeatable_faults_end_at_the_deadline_with_a_true_status() {
 
     // With the faults gone, a rerun converges.
     proxy.set_faults(Faults::default());
-    let again = run_as(&kubeconfig, &["restore", "--ledger", &ledger, "-o", "json"]).await;
+    let again = restore_as(&kubeconfig, &ledger, &[]).await;
     assert_eq!(again.code, 0, "{again:#?}");
     for n in &names {
         assert!(!paused(&ns, n).await);
@@ -144,7 +125,7 @@ async fn lost_answers_are_still_counted_as_restored() {
         ..Faults::default()
     });
     let ledger = format!("{ns}/pause-ledger");
-    let r = run_as(&kubeconfig, &["restore", "--ledger", &ledger, "-o", "json", "--max-attempts", "30"]).await;
+    let r = restore_as(&kubeconfig, &ledger, &["--max-attempts", "30"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let outcomes = r.outcomes();
     for n in &names {
@@ -219,7 +200,7 @@ async fn unanswered_events_do_not_hold_the_run_past_its_deadline() {
     let ledger = format!("{ns}/pause-ledger");
     let started = std::time::Instant::now();
     // The default --request-timeout (10 s) is longer than the whole run may take.
-    let r = run_as(&kubeconfig, &["restore", "--ledger", &ledger, "-o", "json", "--timeout", "5s"]).await;
+    let r = restore_as(&kubeconfig, &ledger, &["--timeout", "5s"]).await;
     let took = started.elapsed();
     assert_eq!(r.code, 0, "{r:#?}");
     assert!(took < Duration::from_secs(5) + Duration::from_secs(5), "overran the deadline: {took:?}\n{r:#?}");

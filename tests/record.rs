@@ -13,16 +13,6 @@ use serde_json::{Value, json};
 use support::*;
 
 /// Event reasons recorded in `ns` for object `name`.
-async fn event_reasons(ns: &str, name: &str) -> Vec<String> {
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin(), ns);
-    let list = api.list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
 async fn record(ns: &str, upgrade: &str, extra: &[&str]) -> Run {
     let ledger = format!("{ns}/pause-ledger");
     let mut args = vec!["record", "--ledger", &ledger, "--upgrade", upgrade, "-o", "json"];
@@ -70,7 +60,7 @@ async fn record_restore_round_trip_keeps_every_earlier_pause() {
     assert_eq!(again.code, 0, "{again:#?}");
     assert_eq!(record_outcomes(&again)["harvester"], "already-ours");
 
-    let r = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json"]).await;
+    let r = restore(&format!("{ns}/pause-ledger"), &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     for n in ["harvester", "harvester-crd", "rancher-monitoring-crd"] {
         assert!(!paused(&ns, n).await, "{n}");
@@ -107,7 +97,7 @@ async fn a_second_upgrade_is_refused_while_the_first_is_unrestored() {
             "{n}"
         );
     }
-    let r = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json"]).await;
+    let r = restore(&format!("{ns}/pause-ledger"), &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert!(r.outcomes().values().all(|o| o == "restored"), "{r:#?}");
     // Once restored, a new upgrade may record into the same ledger.
@@ -142,7 +132,7 @@ async fn a_record_killed_mid_way_loses_no_pause() {
     let paused_now = count_paused().await;
     assert!(paused_now < 40, "record finished before the kill; nothing proven");
     // The intent was written before any pause: every pause made is in the ledger.
-    let r = run(&["restore", "--ledger", &ledger, "-o", "json"]).await;
+    let r = restore(&ledger, &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(count_paused().await, 1, "only the hand-paused chart stays paused");
     assert!(paused(&ns, "r-39").await);
@@ -217,17 +207,7 @@ async fn propagation_and_readiness_follow_rancher() {
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["good", "missing-version", "slow"]))])
         .await;
     let started = std::time::Instant::now();
-    let r = run(&[
-        "restore",
-        "--ledger",
-        &format!("{ns}/pause-ledger"),
-        "-o",
-        "json",
-        "--propagation-window",
-        "15s",
-        "--wait-ready=20s",
-    ])
-    .await;
+    let r = restore(&format!("{ns}/pause-ledger"), &["--propagation-window", "15s", "--wait-ready=20s"]).await;
     assert_eq!(r.code, 3, "not-propagated fails the run: {r:#?}");
     let report = r.json();
     let entry =
@@ -266,16 +246,7 @@ async fn wait_ready_checks_the_generation_not_just_the_condition() {
     rancher.set_mode(Mode::Slow(Duration::from_secs(8)));
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["slow"]))]).await;
     // Ready=True is still there from the old generation; a check without the generation passes here.
-    let r = run(&[
-        "restore",
-        "--ledger",
-        &format!("{ns}/pause-ledger"),
-        "-o",
-        "json",
-        "--wait-ready=2s",
-        "--fail-on-not-ready",
-    ])
-    .await;
+    let r = restore(&format!("{ns}/pause-ledger"), &["--wait-ready=2s", "--fail-on-not-ready"]).await;
     assert_eq!(r.code, 3, "{r:#?}");
     let e = &r.json()["entries"][0];
     assert_eq!(e["ready"], false, "{e}");
@@ -444,7 +415,7 @@ async fn any_pausable_kind_namespaced_or_cluster_scoped() {
     for (ar, _, kind, obj_ns, name, pointer) in &cases {
         assert_eq!(get_field(ar, *obj_ns, name, pointer).await, json!(true), "{kind} not paused");
     }
-    let r = run(&["restore", "--ledger", &ledger, "-o", "json"]).await;
+    let r = restore(&ledger, &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(r.json()["summary"]["restored"], cases.len(), "{r:#?}");
     for (ar, _, kind, obj_ns, name, pointer) in &cases {

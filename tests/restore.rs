@@ -31,7 +31,7 @@ async fn every_outcome_and_hand_pauses_stay() {
     let ledger = full_ledger(&ns, &names);
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger)]).await;
 
-    let r = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json"]).await;
+    let r = restore(&format!("{ns}/pause-ledger"), &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let o = r.outcomes();
     assert_eq!(o["ours"], "restored");
@@ -73,12 +73,12 @@ async fn every_outcome_and_hand_pauses_stay() {
     }
 
     // A rerun is a no-op: the status says done.
-    let again = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json"]).await;
+    let again = restore(&format!("{ns}/pause-ledger"), &[]).await;
     assert_eq!(again.code, 0, "{again:#?}");
     assert!(again.json()["message"].as_str().unwrap().contains("already restored"), "{again:#?}");
     assert_eq!(again.json()["requests"], 1, "only the ledger was read");
     // --force re-examines and still changes nothing that is not ours.
-    let forced = run(&["restore", "--ledger", &format!("{ns}/pause-ledger"), "-o", "json", "--force"]).await;
+    let forced = restore(&format!("{ns}/pause-ledger"), &["--force"]).await;
     assert_eq!(forced.code, 0, "{forced:#?}");
     assert_eq!(forced.outcomes()["ours"], "already-running");
     assert!(paused(&ns, "re-paused").await);
@@ -99,7 +99,7 @@ async fn minimal_form_unmarked_is_still_paused_only() {
         &[("charts", "harvester harvester-crd rancher-logging-crd"), ("namespace", &ns)],
     )
     .await;
-    let r = run(&["restore", "--ledger", &format!("{ns}/upgrade-ledger"), "-o", "json"]).await;
+    let r = restore(&format!("{ns}/upgrade-ledger"), &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let o = r.outcomes();
     assert_eq!(o["harvester"], "restored");
@@ -184,7 +184,7 @@ async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
     let strong = service_account_with(&ns, "restorer", restore_rules("pause-ledger", &["get", "patch"])).await;
     let before = versions(&ns, &["harvester"]).await;
     let status_before = ledger_data(&ns, "pause-ledger").await.get("status.yaml").cloned();
-    let dry = run_as(&strong, &["restore", "--ledger", &ledger, "-o", "json", "--dry-run"]).await;
+    let dry = restore_as(&strong, &ledger, &["--dry-run"]).await;
     assert_eq!(dry.code, 0, "{dry:#?}");
     assert_eq!(dry.outcomes()["harvester"], "would-restore");
     assert_eq!(versions(&ns, &["harvester"]).await, before, "dry run wrote");
@@ -194,7 +194,7 @@ async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
         "dry run wrote status"
     );
 
-    let r = run_as(&strong, &["restore", "--ledger", &ledger, "-o", "json"]).await;
+    let r = restore_as(&strong, &ledger, &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert!(!paused(&ns, "harvester").await);
 }
@@ -309,7 +309,7 @@ async fn large_ledgers_are_read_in_bulk_when_list_is_allowed() {
 
     // Without `list` (the chart's default RBAC) every entry is read on its own: GET + PATCH.
     let no_list = service_account_with(&ns, "no-list", restore_rules("pause-ledger", &["get", "patch"])).await;
-    let r = run_as(&no_list, &["restore", "--ledger", &ledger, "-o", "json", "--events=false"]).await;
+    let r = restore_as(&no_list, &ledger, &["--events=false"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(r.json()["summary"]["restored"], 40);
     let per_entry = r.json()["requests"].as_u64().unwrap();
@@ -321,7 +321,7 @@ async fn large_ledgers_are_read_in_bulk_when_list_is_allowed() {
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger_yaml)]).await;
     let with_list =
         service_account_with(&ns, "with-list", restore_rules("pause-ledger", &["get", "list", "patch"])).await;
-    let r = run_as(&with_list, &["restore", "--ledger", &ledger, "-o", "json", "--events=false"]).await;
+    let r = restore_as(&with_list, &ledger, &["--events=false"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(r.json()["summary"]["restored"], 40);
     let bulk = r.json()["requests"].as_u64().unwrap();
@@ -376,7 +376,7 @@ async fn status_of_a_ledger_near_the_configmap_limit_is_written_compact() {
     }
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &text)]).await;
 
-    let r = run(&["restore", "--ledger", &ledger, "-o", "json", "--events=false"]).await;
+    let r = restore(&ledger, &["--events=false"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(r.json()["summary"]["restored"], 120, "{r:#?}");
     let data = ledger_data(&ns, "pause-ledger").await;
@@ -403,7 +403,7 @@ async fn status_of_a_ledger_near_the_configmap_limit_is_written_compact() {
     assert_eq!(s.json()["status"]["compact"], true);
 
     // A forced rerun merges into the compact status: restored entries stay "restored".
-    let again = run(&["restore", "--ledger", &ledger, "-o", "json", "--events=false", "--force"]).await;
+    let again = restore(&ledger, &["--events=false", "--force"]).await;
     assert_eq!(again.code, 0, "{again:#?}");
     assert_eq!(again.json()["summary"]["already-running"], 120);
     let status: Value = serde_saphyr::from_str(&ledger_data(&ns, "pause-ledger").await["status.yaml"]).unwrap();

@@ -1,103 +1,152 @@
-//! `record`: the pause side.
+//! `pause-ledger record`: the pause side.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::{Run, exit_for_api};
-use crate::cli::{Output, RecordArgs};
-use crate::events::{Reason, Recorder};
+use super::Run;
+use crate::api::{Target, object_path, urlencode};
+use crate::cli::{Global, RecordArgs};
+use crate::error::RunError;
+use crate::events::Reason;
 use crate::exit::Exit;
 use crate::kinds::{self, FieldPath, ObjectRef};
-use crate::kube_access::{Access, Verb, object_path, urlencode};
-use crate::ledger::{self, Entry, Form, Issue, Ledger, LedgerError, Ownership};
-use crate::plan::{self, PlanError};
-use crate::record::{RecordEntry, RecordError, RecordOptions, RecordOutcome};
-use crate::retry::{Budget, with_retry};
+use crate::ledger::{self, Entry, Issue, LedgerError};
+use crate::ledger_store::LedgerStore;
+use crate::pause::{RecordEntry, RecordOptions, RecordOutcome};
+use crate::plan;
+use crate::preset::Preset;
+use crate::report::{Format, write_json};
+
+/// Version tag of record's JSON output.
+pub const RECORD_REPORT_VERSION: &str = "pause-ledger/record/v1";
+
+/// What `record` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordReport {
+    version: &'static str,
+    ledger: String,
+    upgrade: String,
+    dry_run: bool,
+    result: &'static str,
+    exit_code: i32,
+    message: String,
+    entries: Vec<RecordEntry>,
+    ledger_yaml: Option<String>,
+    #[serde(skip)]
+    exit: Exit,
+}
+
+impl RecordReport {
+    fn new(args: &RecordArgs, exit: Exit, message: String, entries: Vec<RecordEntry>, yaml: Option<String>) -> Self {
+        Self {
+            version: RECORD_REPORT_VERSION,
+            ledger: args.ledger.ledger.to_string(),
+            upgrade: args.upgrade.clone(),
+            dry_run: args.run.dry_run,
+            result: exit.word(),
+            exit_code: exit.code(),
+            message,
+            entries,
+            ledger_yaml: yaml,
+            exit,
+        }
+    }
+
+    fn print(&self, format: Format) {
+        match format {
+            Format::Json => write_json(self),
+            Format::Text => {
+                for e in &self.entries {
+                    let note = e.error.as_deref().map(|m| format!("  ({m})")).unwrap_or_default();
+                    println!("{:<16} {}{note}", e.outcome.as_str(), e.object);
+                }
+                println!(
+                    "pause-ledger record: {} (exit {}): {}; ledger {} upgrade {}{}",
+                    self.result,
+                    self.exit_code,
+                    self.message,
+                    self.ledger,
+                    self.upgrade,
+                    if self.dry_run { " [dry run]" } else { "" }
+                );
+            }
+        }
+    }
+}
 
 /// `pause-ledger record`.
-pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken, plain_logs: bool) -> Exit {
-    let run = Run::new(&args.run, access, cancel, plain_logs);
+pub async fn record(global: &Global, args: &RecordArgs, cancel: CancellationToken, plain_logs: bool) -> Exit {
     let at = &args.ledger.ledger;
-    let print = |exit: Exit, entries: &[RecordEntry], ledger_yaml: Option<&str>, message: &str| {
-        print_result(args, exit, entries, ledger_yaml, message);
-        exit
+    let run = match Run::start(global, &args.api, &args.run, at.to_string(), cancel, plain_logs).await {
+        Ok(r) => r,
+        Err(exit) => return exit,
     };
+    run.set_upgrade(&args.upgrade);
+    let report = match record_targets(&run, args).instrument(run.span.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _enter = run.span.enter();
+            tracing::error!("{e}");
+            RecordReport::new(args, e.exit(), e.to_string(), vec![], None)
+        }
+    };
+    report.print(Format::from(args.run.output));
+    report.exit
+}
+
+async fn record_targets(run: &Run<'_>, args: &RecordArgs) -> Result<RecordReport, RunError> {
+    let at = &args.ledger.ledger;
     let mut issues = Vec::new();
     if let Err(m) = ledger::check_upgrade(&args.upgrade) {
         issues.push(Issue { location: "--upgrade".into(), message: m });
     }
-    let targets = match targets(&run, args, &mut issues).await {
-        Ok(t) => t,
-        Err((exit, m)) => return print(exit, &[], None, &m),
-    };
+    let targets = targets(run, args, &mut issues).await?;
     if !issues.is_empty() {
-        let e = LedgerError::Invalid(issues);
-        tracing::error!("{e}");
-        return print(Exit::InvalidLedger, &[], None, &e.to_string());
+        return Err(LedgerError::Invalid(issues).into());
     }
-    let ledger = Ledger {
-        upgrade: args.upgrade.clone(),
-        paused_at: None,
-        ownership: Ownership::Marked,
-        field_manager: ledger::DEFAULT_FIELD_MANAGER.into(),
-        entries: targets,
-        paused_before: vec![],
-        form: Form::Full,
-        digest: String::new(),
-    };
-    let plan = match plan::resolve(&run.access, &ledger, &run.policy, run.entries_deadline).await {
-        Ok(p) => p,
-        Err(PlanError::Ledger(e)) => return print(Exit::InvalidLedger, &[], None, &e.to_string()),
-        Err(PlanError::Api(e)) => return print(exit_for_api(&e), &[], None, &e.to_string()),
-    };
+    let plan = plan::resolve(&run.entries, &targets).await?;
     let opts = RecordOptions {
         upgrade: args.upgrade.clone(),
-        on_existing: args.on_existing,
+        on_existing: args.on_existing.into(),
         dry_run: run.args.dry_run,
         concurrency: usize::from(run.args.concurrency),
-        policy: run.policy,
-        deadline: run.entries_deadline,
     };
-    let recorded = tokio::select! {
-        r = crate::record::record(&run.access, at, &plan, &opts) => r,
-        _ = run.cancel.cancelled() => return print(Exit::Terminated, &[], None, "terminated; rerun record with the same --upgrade to finish"),
+    let store = LedgerStore::new(&run.entries, at);
+    let (results, yaml) = tokio::select! {
+        r = crate::pause::record(&run.entries, &store, &plan, &opts) => r?,
+        _ = run.ctx.cancel().cancelled() => {
+            return Err(RunError::Terminated("while recording; rerun record with the same --upgrade to finish"));
+        }
     };
-    let (results, yaml) = match recorded {
-        Ok(r) => r,
-        Err(e @ RecordError::Conflict { .. }) => {
-            tracing::error!("{e}");
-            return print(Exit::LedgerConflict, &[], None, &e.to_string());
-        }
-        Err(e @ RecordError::ExistingInvalid { .. }) => {
-            tracing::error!("{e}");
-            return print(Exit::InvalidLedger, &[], None, &e.to_string());
-        }
-        Err(RecordError::Api(e)) => {
-            tracing::error!(error = %e, "record failed");
-            return print(exit_for_api(&e), &[], None, &e.to_string());
-        }
-        Err(e) => return print(Exit::Error, &[], None, &e.to_string()),
-    };
-    let failed: Vec<&RecordEntry> = results.iter().filter(|r| r.outcome == RecordOutcome::Failed).collect();
-    let exit = if failed.is_empty() {
+    let count = |o: RecordOutcome| results.iter().filter(|r| r.outcome == o).count();
+    let failed = count(RecordOutcome::Failed);
+    let exit = if failed == 0 {
         Exit::Success
-    } else if failed.iter().any(|r| r.error.as_deref().is_some_and(|e| e.contains("HTTP 403"))) {
+    } else if results.iter().any(|r| r.outcome == RecordOutcome::Failed && r.denied) {
         Exit::PermissionDenied
     } else {
         Exit::PartialFailure
     };
-    let paused = results.iter().filter(|r| r.outcome == RecordOutcome::Paused).count();
     let message = format!(
         "{} paused, {} already ours, {} paused before the upgrade (never restored), {} gone, {} failed",
-        paused,
-        results.iter().filter(|r| r.outcome == RecordOutcome::AlreadyOurs).count(),
-        results.iter().filter(|r| r.outcome == RecordOutcome::PausedBefore).count(),
-        results.iter().filter(|r| r.outcome == RecordOutcome::Gone).count(),
-        failed.len(),
+        count(RecordOutcome::Paused),
+        count(RecordOutcome::AlreadyOurs),
+        count(RecordOutcome::PausedBefore),
+        count(RecordOutcome::Gone),
+        failed,
     );
-    let events = Recorder::new(run.access.clone(), run.args.events && !run.args.dry_run);
+    emit_events(run, args, &results, &message).await;
+    tracing::info!("{message}");
+    Ok(RecordReport::new(args, exit, message, results, Some(yaml)))
+}
+
+async fn emit_events(run: &Run<'_>, args: &RecordArgs, results: &[RecordEntry], message: &str) {
+    let events = run.ctx.events();
     let mut normal = 0;
-    for r in &results {
+    for r in results {
         match r.outcome {
             RecordOutcome::Paused if normal >= run.args.max_object_events => {}
             RecordOutcome::Paused => {
@@ -113,15 +162,18 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
             _ => {}
         }
     }
+    let at = &args.ledger.ledger;
     let cm = ObjectRef {
         api_version: "v1".into(),
         kind: "ConfigMap".into(),
         namespace: Some(at.namespace.clone()),
         name: at.name.clone(),
     };
+    let target = Target::configmap(&at.namespace, &at.name);
     let cm_uid = run
-        .access
-        .get(&cm.to_string(), &crate::kube_access::configmap_path(&at.namespace, &at.name))
+        .ctx
+        .access()
+        .get(&target.name, &target.path)
         .await
         .ok()
         .flatten()
@@ -129,14 +181,12 @@ pub async fn record(args: &RecordArgs, access: Access, cancel: CancellationToken
     if cm_uid.is_some() {
         events.emit(&cm, cm_uid.as_deref(), Reason::Recorded, &format!("upgrade {}: {message}", args.upgrade)).await;
     }
-    tracing::info!(ledger = %at, upgrade = %args.upgrade, "{message}");
-    print(exit, &results, Some(&yaml), &message)
 }
 
 /// The objects to pause: a preset, names, or a label selector.
-async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> Result<Vec<Entry>, (Exit, String)> {
+async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> Result<Vec<Entry>, RunError> {
     if let Some(p) = args.preset {
-        return Ok(p.entries(args.namespace.as_deref()));
+        return Ok(Preset::from(p).entries(args.namespace.as_deref()));
     }
     let (group, kind) = (args.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or(""), args.kind.as_str());
     let field_text = args.field.clone().unwrap_or_else(|| kinds::default_field(group, kind).to_string());
@@ -176,27 +226,22 @@ async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> R
     Ok(out)
 }
 
-async fn list_names(run: &Run<'_>, args: &RecordArgs, selector: &str) -> Result<Vec<String>, (Exit, String)> {
-    let resolved = match run.access.resolve(&args.api_version, &args.kind).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return Err((Exit::InvalidLedger, format!("kind {} {} is not served", args.api_version, args.kind)));
-        }
-        Err(e) => return Err((exit_for_api(&e), e.to_string())),
+async fn list_names(run: &Run<'_>, args: &RecordArgs, selector: &str) -> Result<Vec<String>, RunError> {
+    let Some(resolved) = run.entries.resolve(&args.api_version, &args.kind).await? else {
+        let issue = Issue {
+            location: "--kind".into(),
+            message: format!("kind {} {} is not served by this API server", args.api_version, args.kind),
+        };
+        return Err(LedgerError::Invalid(vec![issue]).into());
     };
     let ns = args.namespace.as_deref().filter(|_| resolved.namespaced);
     if resolved.namespaced && ns.is_none() {
-        return Err((Exit::Usage, format!("{} is namespaced: pass --namespace with --selector", args.kind)));
+        return Err(RunError::Usage(format!("{} is namespaced: pass --namespace with --selector", args.kind)));
     }
     let query = urlencode(selector);
     let path = format!("{}?labelSelector={query}", object_path(&args.api_version, &resolved.plural, ns, None));
-    let budget = Budget::new(run.policy.max_attempts, run.entries_deadline);
-    let target = format!("{} {selector}", args.kind);
-    let list = with_retry(&run.policy, &budget, &format!("list {target}"), || {
-        run.access.request(Verb::List, &target, http::Method::GET, &path, None)
-    })
-    .await
-    .map_err(|e| (exit_for_api(&e), e.to_string()))?;
+    let target = Target { name: format!("{} {selector}", args.kind), path };
+    let list = run.entries.list_in(&run.entries.budget(), &target).await?;
     Ok(list
         .get("items")
         .and_then(Value::as_array)
@@ -204,41 +249,4 @@ async fn list_names(run: &Run<'_>, args: &RecordArgs, selector: &str) -> Result<
         .flatten()
         .filter_map(|i| i.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
         .collect())
-}
-
-fn print_result(args: &RecordArgs, exit: Exit, entries: &[RecordEntry], ledger_yaml: Option<&str>, message: &str) {
-    match args.run.output {
-        Output::Json => {
-            let doc = json!({
-                "version": "pause-ledger/record/v1",
-                "ledger": args.ledger.ledger.to_string(),
-                "upgrade": args.upgrade,
-                "dryRun": args.run.dry_run,
-                "result": exit.word(),
-                "exitCode": exit.code(),
-                "message": message,
-                "entries": entries,
-                "ledgerYaml": ledger_yaml,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Output::Text => {
-            for e in entries {
-                let outcome = serde_json::to_value(e.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let note = e.error.as_deref().map(|m| format!("  ({m})")).unwrap_or_default();
-                println!("{outcome:<16} {}{note}", e.object);
-            }
-            println!(
-                "pause-ledger record: {} (exit {}): {message}; ledger {} upgrade {}{}",
-                exit.word(),
-                exit.code(),
-                args.ledger.ledger,
-                args.upgrade,
-                if args.run.dry_run { " [dry run]" } else { "" }
-            );
-        }
-    }
 }

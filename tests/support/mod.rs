@@ -62,7 +62,7 @@ pub async fn pause_as_upgrade(ns: &str, name: &str, upgrade: &str) {
     let value = serde_json::to_value(&obj).expect("json");
     let field = FieldPath::parse("spec.paused").expect("field");
     let patch = pause_patch(&value, &field, upgrade).expect("pause patch").expect("not yet paused");
-    let access = pause_ledger::kube_access::Access::new(admin(), Duration::from_secs(10));
+    let access = pause_ledger::api::Access::new(admin(), Duration::from_secs(10));
     let path = format!("/apis/management.cattle.io/v3/namespaces/{ns}/managedcharts/{name}");
     access.json_patch(name, &path, &patch, "pause-ledger", false).await.expect("pause as upgrade");
 }
@@ -196,6 +196,30 @@ pub async fn run_as(kubeconfig: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// `pause-ledger restore --ledger LEDGER -o json EXTRA...` with the admin kubeconfig.
+pub async fn restore(ledger: &str, extra: &[&str]) -> Run {
+    restore_as(cp().kubeconfig_path(), ledger, extra).await
+}
+
+/// `pause-ledger restore --ledger LEDGER -o json EXTRA...` with `kubeconfig`.
+pub async fn restore_as(kubeconfig: &Path, ledger: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["restore", "--ledger", ledger, "-o", "json"];
+    args.extend_from_slice(extra);
+    run_as(kubeconfig, &args).await
+}
+
+/// The reasons of the Events pause-ledger created about object `name` in `ns`.
+pub async fn event_reasons(ns: &str, name: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin(), ns);
+    let list = api.list(&Default::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter(|e| e.reporting_component.as_deref() == Some("pause-ledger"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
 /// A command for the binary (not started), stdout/stderr piped.
 pub fn command(kubeconfig: &Path, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(bin());
@@ -260,9 +284,10 @@ where
 pub async fn seed_paused(ns: &str, prefix: &str, n: usize) -> (Vec<String>, String) {
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
     create_charts(ns, &names).await;
-    for name in &names {
-        pause_as_upgrade(ns, name, UPGRADE).await;
-    }
+    use futures::StreamExt;
+    futures::stream::iter(&names)
+        .for_each_concurrent(16, |name| async move { pause_as_upgrade(ns, name, UPGRADE).await })
+        .await;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     write_ledger(ns, "pause-ledger", &[("ledger.yaml", &full_ledger(ns, &refs))]).await;
     (names, format!("{ns}/pause-ledger"))

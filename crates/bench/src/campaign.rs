@@ -10,8 +10,8 @@ use anyhow::{Context as _, Result};
 use fault_proxy::{FaultProxy, Faults, Stats};
 use kubeenv::ControlPlane;
 use pause_ledger::ledger::{self, STATUS_KEY};
-use pause_ledger::report::Outcome;
-use pause_ledger::status::{self, State, StatusDoc};
+use pause_ledger::outcome::Outcome;
+use pause_ledger::status_doc::{self as status, State, StatusDoc};
 use serde::Serialize;
 use serde_json::Value;
 

@@ -132,7 +132,7 @@ fn suite(args: &[String]) -> Result<()> {
 
 async fn seed_by_hand(kubeconfig: &str, ns: &str, n: usize) -> Result<()> {
     use k8s_openapi::api::core::v1::Namespace;
-    use pause_ledger::kube_access::{ClientOptions, build_client};
+    use pause_ledger::api::{ClientOptions, build_client};
     let client = build_client(&ClientOptions { kubeconfig: Some(kubeconfig.into()), context: None }).await?;
     let api: kube::Api<Namespace> = kube::Api::all(client.clone());
     let mut obj = Namespace::default();

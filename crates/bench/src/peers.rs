@@ -15,13 +15,16 @@ use futures::StreamExt;
 use http::Method;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use pause_ledger::kube_access::{Access, ApiError, ClientOptions, Verb, build_client, configmap_path};
+use pause_ledger::api::{Access, ApiError, ClientOptions, Verb, build_client, configmap_path};
+use pause_ledger::context::Context;
 use pause_ledger::ledger::{self, Ledger, LedgerRef};
+use pause_ledger::ledger_store::LedgerStore;
+use pause_ledger::outcome::{EntryReport, Outcome};
 use pause_ledger::ownership::{Decision, decide, pause_state};
-use pause_ledger::report::{EntryReport, Outcome};
 use pause_ledger::retry::{Budget, ErrorClass, Policy, classify};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 /// Which peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -249,7 +252,7 @@ async fn list_cas(
                 r.attempts = budget.used();
                 r.started_at = Some(Timestamp::now());
                 if outcome == Outcome::Failed {
-                    r.cause = Some(pause_ledger::report::Cause::Error);
+                    r.cause = Some(pause_ledger::outcome::Cause::Error);
                 }
                 r
             })
@@ -258,11 +261,11 @@ async fn list_cas(
             .await;
         reports.extend(results);
     }
-    let exit = pause_ledger::report::exit_for(&reports);
-    let budget = Budget::new(policy.max_attempts, deadline);
-    let id = pause_ledger::status::run_id(started_at);
-    let run = pause_ledger::status::RunResult { id: &id, results: &reports, started_at, exit_code: exit.code() };
-    pause_ledger::status::write(access, at, ledger, run, &policy, &budget).await?;
+    let exit = pause_ledger::outcome::exit_for(&reports);
+    let id = pause_ledger::status_doc::run_id(started_at);
+    let run = pause_ledger::status_doc::RunResult { id: &id, results: &reports, started_at, exit_code: exit.code() };
+    let ctx = Context::new(access.clone(), policy, deadline, CancellationToken::new(), false);
+    LedgerStore::new(&ctx, at).write_status(ledger, run).await?;
     let restored = reports.iter().filter(|r| r.outcome == Outcome::Restored).count() as u64;
     let failed = reports.iter().filter(|r| r.outcome == Outcome::Failed).count() as u64;
     Ok(PeerOutput { requests: access.requests(), restored, failed, duration_ms: 0 })

@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kubeenv::crds;
+use pause_ledger::api::Access;
 use pause_ledger::kinds::FieldPath;
-use pause_ledger::kube_access::Access;
 use pause_ledger::ownership::{MARK_ANNOTATION, pause_patch};
 use serde_json::{Value, json};
 

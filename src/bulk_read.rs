@@ -15,10 +15,10 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::kube_access::{Access, Verb, object_path};
+use crate::api::{Target, object_path};
+use crate::context::Context;
 use crate::ownership::{Observed, observe};
 use crate::plan::Step;
-use crate::retry::{Budget, Policy, with_retry};
 
 /// Groups smaller than this are read entry by entry (the Harvester preset has 4).
 pub const MIN_GROUP: usize = 16;
@@ -42,7 +42,7 @@ impl Snapshot {
 }
 
 /// LIST every large group of `steps`.
-pub async fn prefetch(access: &Access, steps: &[Step], policy: &Policy, deadline: tokio::time::Instant) -> Snapshot {
+pub async fn bulk_read(ctx: &Context, steps: &[Step]) -> Snapshot {
     let mut groups: BTreeMap<(&str, &str, Option<&str>), Vec<usize>> = BTreeMap::new();
     for (i, s) in steps.iter().enumerate() {
         let o = &s.entry.object;
@@ -61,16 +61,15 @@ pub async fn prefetch(access: &Access, steps: &[Step], policy: &Policy, deadline
         let mut cont = String::new();
         let target = format!("{kind} in {}", ns.unwrap_or("all namespaces"));
         let complete = loop {
+            if ctx.is_cancelled() {
+                break false;
+            }
             let mut uri = format!("{base}?limit={PAGE}");
             if !cont.is_empty() {
                 uri.push_str("&continue=");
                 uri.push_str(&cont);
             }
-            let budget = Budget::new(policy.max_attempts, deadline);
-            let page = with_retry(policy, &budget, &format!("list {target}"), || {
-                access.request(Verb::List, &target, http::Method::GET, &uri, None)
-            })
-            .await;
+            let page = ctx.list_in(&ctx.budget(), &Target { name: target.clone(), path: uri }).await;
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {

@@ -13,18 +13,19 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
+use crate::api::Target;
+use crate::context::Context;
 use crate::kinds::ObjectRef;
-use crate::kube_access::{Access, ApiError, configmap_path, object_path};
-use crate::ledger::{self, Entry, FORMAT_VERSION, LEDGER_KEY, Ledger, LedgerRef};
+use crate::ledger::{self, Entry, FORMAT_VERSION, Ledger};
+use crate::ledger_store::LedgerStore;
 use crate::ownership::{Decision, decide, mark_pointer, pause_patch, pause_state};
 use crate::plan::{Plan, Step};
-use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
-use crate::status;
+use crate::retry::{ErrorClass, Failure};
+use crate::status_doc;
 
 /// What to do when the ledger already holds an unrestored ledger of another upgrade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnExisting {
     /// Refuse (exit 9): two upgrades must not share or overwrite one ledger by accident.
     Refuse,
@@ -66,6 +67,23 @@ pub struct RecordEntry {
     /// metadata.uid, for Events.
     #[serde(skip)]
     pub uid: Option<String>,
+    /// The failure was RBAC's (or an admission webhook's) refusal.
+    #[serde(skip)]
+    pub denied: bool,
+}
+
+impl RecordOutcome {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordOutcome::Paused => "paused",
+            RecordOutcome::AlreadyOurs => "already-ours",
+            RecordOutcome::PausedBefore => "paused-before",
+            RecordOutcome::Gone => "gone",
+            RecordOutcome::Failed => "failed",
+            RecordOutcome::WouldPause => "would-pause",
+        }
+    }
 }
 
 /// Why record stopped before pausing anything.
@@ -94,7 +112,7 @@ pub enum RecordError {
     },
     /// An API request failed.
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(#[from] Failure),
     /// Encoding the ledger failed.
     #[error("encoding the ledger: {0}")]
     Encode(String),
@@ -111,10 +129,6 @@ pub struct RecordOptions {
     pub dry_run: bool,
     /// Objects paused at once.
     pub concurrency: usize,
-    /// Retry policy.
-    pub policy: Policy,
-    /// Overall deadline.
-    pub deadline: Instant,
 }
 
 /// The state of the ledger ConfigMap before we write.
@@ -125,15 +139,12 @@ struct Existing {
 
 /// Record: write intent, pause and mark, confirm. Returns per-object results and the ledger.
 pub async fn record(
-    access: &Access,
-    at: &LedgerRef,
+    ctx: &Context,
+    store: &LedgerStore,
     plan: &Plan,
     opts: &RecordOptions,
 ) -> Result<(Vec<RecordEntry>, String), RecordError> {
-    let budget = || Budget::new(opts.policy.max_attempts, opts.deadline);
-    let cm_path = configmap_path(&at.namespace, &at.name);
-    let cm_target = format!("ConfigMap {at}");
-    let existing = read_existing(access, at, opts, &budget()).await?;
+    let existing = read_existing(store, opts).await?;
     let prev = existing.as_ref().and_then(|e| e.ledger.clone());
 
     // Which id marks our pauses, and which old marks must be re-written (take-over).
@@ -151,14 +162,9 @@ pub async fn record(
     let keep_prev = prev.as_ref().is_some_and(|p| p.upgrade == upgrade || opts.on_existing != OnExisting::Refuse);
 
     // Read every target and decide.
-    let steps: Vec<&Step> = plan.waves.iter().flat_map(|w| &w.steps).collect();
-    let reads: Vec<(&Step, Result<Option<Value>, ApiError>)> = futures::stream::iter(steps)
-        .map(|s| async move {
-            let path = Access::path(&s.resolved, &s.entry.object);
-            let target = s.entry.object.to_string();
-            let b = budget();
-            (s, with_retry(&opts.policy, &b, &format!("get {target}"), || access.get(&target, &path)).await)
-        })
+    let steps: Vec<&Step> = plan.steps().collect();
+    let reads: Vec<(&Step, Result<Option<Value>, Failure>)> = futures::stream::iter(steps)
+        .map(|s| async move { (s, ctx.get(&Target::object(&s.entry.object, &s.resolved)).await) })
         .buffered(opts.concurrency.max(1))
         .collect()
         .await;
@@ -166,9 +172,15 @@ pub async fn record(
     let mut to_pause: Vec<&Step> = Vec::new();
     for (s, got) in reads {
         let object = s.entry.object.clone();
-        let entry = |outcome, error: Option<String>, uid| RecordEntry { object: object.clone(), outcome, error, uid };
+        let entry = |outcome, error: Option<String>, uid| RecordEntry {
+            object: object.clone(),
+            outcome,
+            error,
+            uid,
+            denied: false,
+        };
         match got {
-            Err(e) if classify(&e) == ErrorClass::Forbidden => return Err(e.into()),
+            Err(e) if e.class() == ErrorClass::Forbidden => return Err(e.into()),
             Err(e) => results.push(entry(RecordOutcome::Failed, Some(e.to_string()), None)),
             Ok(None) => results.push(entry(RecordOutcome::Gone, None, None)),
             Ok(Some(obj)) => {
@@ -202,8 +214,7 @@ pub async fn record(
         }
     }
     let pausing: BTreeSet<Arc<ObjectRef>> = to_pause.iter().map(|s| s.entry.object.clone()).collect();
-    let by_obj: BTreeMap<Arc<ObjectRef>, &Entry> =
-        plan.waves.iter().flat_map(|w| &w.steps).map(|s| (s.entry.object.clone(), &s.entry)).collect();
+    let by_obj: BTreeMap<Arc<ObjectRef>, &Entry> = plan.steps().map(|s| (s.entry.object.clone(), &s.entry)).collect();
     let compose = |results: &[RecordEntry], intent: bool| -> Result<String, RecordError> {
         let mut entries: Vec<Entry> =
             if keep_prev { prev.as_ref().map(|p| p.entries.clone()).unwrap_or_default() } else { vec![] };
@@ -240,26 +251,19 @@ pub async fn record(
 
     // Take-over: re-mark the old upgrade's pauses with our id, each compare-and-set.
     for e in &retake {
-        retake_mark(access, plan, e, &prev, &upgrade, opts).await;
+        retake_mark(ctx, plan, e, &prev, &upgrade).await;
     }
 
     // (1) intent.
     let intent = compose(&results, true)?;
-    let mut rv = write_ledger(
-        access,
-        at,
-        &cm_path,
-        &cm_target,
-        existing.as_ref().map(|e| e.rv.as_str()),
-        &intent,
-        opts,
-        &budget(),
-    )
-    .await?;
+    let mut rv = match existing.as_ref() {
+        None => store.create(&intent).await?,
+        Some(e) => store.replace(&e.rv, &intent).await?,
+    };
 
     // (2) pause and mark.
-    let paused: Vec<(Arc<ObjectRef>, Result<(), String>, bool)> = futures::stream::iter(to_pause)
-        .map(|s| pause_one(access, s, &upgrade, opts))
+    let paused: Vec<(Arc<ObjectRef>, Result<(), PauseFailure>, bool)> = futures::stream::iter(to_pause)
+        .map(|s| pause_one(ctx, s, &upgrade))
         .buffered(opts.concurrency.max(1))
         .collect()
         .await;
@@ -270,7 +274,8 @@ pub async fn record(
                 Err(_) if taken_by_other => r.outcome = RecordOutcome::PausedBefore,
                 Err(e) => {
                     r.outcome = RecordOutcome::Failed;
-                    r.error = Some(e);
+                    r.error = Some(e.message);
+                    r.denied = e.denied;
                 }
             }
         }
@@ -279,31 +284,22 @@ pub async fn record(
     // (3) confirm.
     let confirmed = compose(&results, false)?;
     if confirmed != intent {
-        rv = write_ledger(access, at, &cm_path, &cm_target, Some(&rv), &confirmed, opts, &budget()).await?;
+        rv = store.replace(&rv, &confirmed).await?;
     }
     tracing::debug!(resource_version = %rv, "ledger confirmed");
     Ok((results, confirmed))
 }
 
-async fn read_existing(
-    access: &Access,
-    at: &LedgerRef,
-    opts: &RecordOptions,
-    budget: &Budget,
-) -> Result<Option<Existing>, RecordError> {
-    let path = configmap_path(&at.namespace, &at.name);
-    let target = format!("ConfigMap {at}");
-    let Some(cm) = with_retry(&opts.policy, budget, &format!("get {target}"), || access.get(&target, &path)).await?
-    else {
+async fn read_existing(store: &LedgerStore, opts: &RecordOptions) -> Result<Option<Existing>, RecordError> {
+    let at = store.at();
+    let Some(stored) = store.read().await? else {
         return Ok(None);
     };
-    let rv = cm.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut data = crate::kube_access::configmap_data(&cm);
-    let status_text = data.remove(ledger::STATUS_KEY);
-    if data.is_empty() {
+    let rv = stored.resource_version;
+    if stored.data.is_empty() {
         return Ok(Some(Existing { rv, ledger: None }));
     }
-    let parsed = match ledger::parse_configmap_data(&data) {
+    let parsed = match ledger::parse_configmap_data(&stored.data) {
         Ok(l) => l,
         Err(source) if opts.on_existing == OnExisting::TakeOver => {
             tracing::warn!(error = %source, "taking over an invalid ledger");
@@ -311,7 +307,7 @@ async fn read_existing(
         }
         Err(source) => return Err(RecordError::ExistingInvalid { at: at.to_string(), source }),
     };
-    let restored = status::parse(status_text.as_deref()).is_some_and(|s| status::is_done(&s, &parsed));
+    let restored = status_doc::parse(stored.status.as_deref()).is_some_and(|s| status_doc::is_done(&s, &parsed));
     if parsed.upgrade != opts.upgrade {
         if restored {
             // The previous cycle is complete: its ledger may be replaced.
@@ -378,112 +374,60 @@ fn render(
     serde_saphyr::to_string(&doc).map_err(|e| RecordError::Encode(e.to_string()))
 }
 
-/// Create the ConfigMap (create-only) or replace `ledger.yaml` compare-and-set on `rv`.
-#[allow(clippy::too_many_arguments)]
-async fn write_ledger(
-    access: &Access,
-    at: &LedgerRef,
-    path: &str,
-    target: &str,
-    rv: Option<&str>,
-    text: &str,
-    opts: &RecordOptions,
-    budget: &Budget,
-) -> Result<String, RecordError> {
-    let answer = match rv {
-        None => {
-            let cm = json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": at.name, "namespace": at.namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "pause-ledger"}},
-                "data": {LEDGER_KEY: text},
-            });
-            let collection = object_path("v1", "configmaps", Some(&at.namespace), None);
-            with_retry(&opts.policy, budget, &format!("create {target}"), || {
-                access.create(target, &collection, &cm, ledger::DEFAULT_FIELD_MANAGER, false)
-            })
-            .await?
-        }
-        Some(rv) => {
-            // Replace the recorded set; drop the minimal-form keys and a status of another set.
-            let patch = json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                {"op": "replace", "path": "/data", "value": {LEDGER_KEY: text}},
-            ]);
-            with_retry(&opts.policy, budget, &format!("patch {target}"), || {
-                access.json_patch(target, path, &patch, ledger::DEFAULT_FIELD_MANAGER, false)
-            })
-            .await?
-        }
-    };
-    Ok(answer.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string())
-}
-
 /// Pause and mark one object; `(object, result, paused by someone else meanwhile)`.
-async fn pause_one(
-    access: &Access,
-    s: &Step,
-    upgrade: &str,
-    opts: &RecordOptions,
-) -> (Arc<ObjectRef>, Result<(), String>, bool) {
+async fn pause_one(ctx: &Context, s: &Step, upgrade: &str) -> (Arc<ObjectRef>, Result<(), PauseFailure>, bool) {
     let object = s.entry.object.clone();
-    let target = object.to_string();
-    let path = Access::path(&s.resolved, &object);
-    let budget = Budget::new(opts.policy.max_attempts, opts.deadline);
+    let target = Target::object(&object, &s.resolved);
+    let budget = ctx.budget();
+    let failed = |f: Failure| PauseFailure { message: f.to_string(), denied: f.class() == ErrorClass::Forbidden };
     loop {
-        let obj = match with_retry(&opts.policy, &budget, &format!("get {target}"), || access.get(&target, &path)).await
-        {
+        let obj = match ctx.get_in(&budget, &target).await {
             Ok(Some(o)) => o,
-            Ok(None) => return (object, Err("deleted before it could be paused".into()), false),
-            Err(e) => return (object, Err(e.to_string()), false),
+            Ok(None) => return (object, Err(PauseFailure::other("deleted before it could be paused")), false),
+            Err(f) => return (object, Err(failed(f)), false),
         };
         let patch = match pause_patch(&obj, &s.entry.field, upgrade) {
             Ok(Some(p)) => p,
             // Paused between our read and now, by someone else: theirs, not ours.
-            Ok(None) => return (object, Err("paused by someone else meanwhile".into()), true),
-            Err(m) => return (object, Err(m), false),
+            Ok(None) => return (object, Err(PauseFailure::other("paused by someone else meanwhile")), true),
+            Err(m) => return (object, Err(PauseFailure::other(m)), false),
         };
-        let sent = with_retry(&opts.policy, &budget, &format!("pause {target}"), || {
-            access.json_patch(&target, &path, &patch, ledger::DEFAULT_FIELD_MANAGER, false)
-        })
-        .await;
-        match sent {
+        match ctx.patch_in(&budget, &target, &patch, ledger::DEFAULT_FIELD_MANAGER, false).await {
             Ok(_) => return (object, Ok(()), false),
-            Err(e) if classify(&e) == ErrorClass::TestFailed && budget.take() => continue,
-            Err(e) => return (object, Err(e.to_string()), false),
+            Err(f) if f.class() == ErrorClass::TestFailed && budget.take() => continue,
+            Err(f) => return (object, Err(failed(f)), false),
         }
     }
 }
 
+/// Why one object could not be paused.
+struct PauseFailure {
+    message: String,
+    denied: bool,
+}
+
+impl PauseFailure {
+    fn other(message: impl Into<String>) -> Self {
+        Self { message: message.into(), denied: false }
+    }
+}
+
 /// Take-over: re-write the old upgrade's mark to ours where the pause is still the old upgrade's.
-async fn retake_mark(
-    access: &Access,
-    plan: &Plan,
-    e: &Entry,
-    prev: &Option<Ledger>,
-    upgrade: &str,
-    opts: &RecordOptions,
-) {
+async fn retake_mark(ctx: &Context, plan: &Plan, e: &Entry, prev: &Option<Ledger>, upgrade: &str) {
     let Some(old) = prev.as_ref() else { return };
     // The old entry's kind may not be among our targets: resolve it the same way.
     let resolved = match plan
-        .waves
-        .iter()
-        .flat_map(|w| &w.steps)
+        .steps()
         .find(|s| s.entry.object.api_version == e.object.api_version && s.entry.object.kind == e.object.kind)
     {
         Some(s) => s.resolved.clone(),
-        None => match access.resolve(&e.object.api_version, &e.object.kind).await {
-            Ok(Some(r)) => std::sync::Arc::new(r),
+        None => match ctx.resolve(&e.object.api_version, &e.object.kind).await {
+            Ok(Some(r)) => Arc::new(r),
             _ => return,
         },
     };
-    let path = Access::path(&resolved, &e.object);
-    let target = e.object.to_string();
-    let budget = Budget::new(opts.policy.max_attempts, opts.deadline);
-    let Ok(Some(obj)) =
-        with_retry(&opts.policy, &budget, &format!("get {target}"), || access.get(&target, &path)).await
-    else {
+    let target = Target::object(&e.object, &resolved);
+    let Ok(Some(obj)) = ctx.get(&target).await else {
         return;
     };
     let Ok(st) = pause_state(&obj, &e.field) else { return };
@@ -494,7 +438,9 @@ async fn retake_mark(
         {"op": "test", "path": "/metadata/resourceVersion", "value": st.resource_version},
         {"op": "add", "path": mark_pointer(), "value": upgrade},
     ]);
-    if let Err(err) = access.json_patch(&target, &path, &patch, ledger::DEFAULT_FIELD_MANAGER, false).await {
-        tracing::warn!(object = %target, error = %err, "could not take over the mark; it stays the old upgrade's");
+    if let Err(err) =
+        ctx.access().json_patch(&target.name, &target.path, &patch, ledger::DEFAULT_FIELD_MANAGER, false).await
+    {
+        tracing::warn!(object = %target.name, error = %err, "could not take over the mark; it stays the old upgrade's");
     }
 }

@@ -1,10 +1,11 @@
-//! The Kubernetes access layer: one client, raw JSON requests, and errors that keep what the
-//! retry policy needs (status code, reason, `Retry-After`).
+//! The API client layer: one client, raw JSON requests, and errors that keep what the retry
+//! policy needs (status code, reason, `Retry-After`, whether the request may have been applied).
 //!
 //! kube-client's own retry layer is switched off (`default_retry = false`): it would retry
 //! 429/503/504 up to 15 times with delays up to 1000 s, silently, outside our deadline and
 //! attempt budget. Every retry happens in [`crate::retry`] instead, once, logged with its delay.
 //! Requests go through `Client::send` so the response headers (`Retry-After`) stay visible.
+//! This layer sends one request per call; [`crate::context::Context`] adds the retries.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -148,6 +149,8 @@ pub enum ApiError {
         target: String,
         /// The transport error.
         message: String,
+        /// The connection could not be made, so the request never reached the server.
+        unsent: bool,
     },
     /// No answer within the per-request timeout (or before the handle's deadline).
     #[error("{} {target}: no response within {timeout:?}", verb.as_str())]
@@ -187,6 +190,72 @@ impl ApiError {
             _ => None,
         }
     }
+
+    /// Whether the *object* does not exist (see [`is_object_not_found`]).
+    pub fn is_object_not_found(&self) -> bool {
+        is_object_not_found(self)
+    }
+
+    /// Whether a JSON Patch did not apply: a `test` failed, so the object changed under us.
+    pub fn is_failed_test(&self) -> bool {
+        matches!(self, ApiError::Status { code: 422, message, .. } if is_failed_test(message))
+    }
+
+    /// Whether the request got no answer after it may have reached the server: a write may
+    /// have been applied although we got an error.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, ApiError::Transport { unsent: false, .. } | ApiError::Timeout { .. })
+    }
+
+    /// Whether the server could not be reached or did not answer in time: an outage, bounded
+    /// by the run's deadline rather than by an attempt count ([`crate::retry`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ApiError::Transport { .. } | ApiError::Timeout { .. })
+    }
+
+    /// What was tried, for messages (`get ConfigMap ns/name`).
+    pub fn target(&self) -> &str {
+        match self {
+            ApiError::Status { target, .. }
+            | ApiError::Transport { target, .. }
+            | ApiError::Timeout { target, .. }
+            | ApiError::Deadline { target, .. }
+            | ApiError::Decode { target, .. } => target,
+        }
+    }
+}
+
+/// What a request is about: a name for messages and the URL path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// How messages name it, e.g. `ManagedChart.management.cattle.io fleet-local/harvester`.
+    pub name: String,
+    /// The URL path of the object or collection.
+    pub path: String,
+}
+
+impl Target {
+    /// An object whose kind was resolved through discovery.
+    pub fn object(obj: &ObjectRef, r: &Resolved) -> Self {
+        Self { name: obj.to_string(), path: Access::path(r, obj) }
+    }
+
+    /// A ConfigMap.
+    pub fn configmap(namespace: &str, name: &str) -> Self {
+        Self { name: format!("ConfigMap {namespace}/{name}"), path: configmap_path(namespace, name) }
+    }
+}
+
+/// The message kube-apiserver sends (422, reason Invalid, no causes) when a JSON Patch does not
+/// apply to the current object: a failed `test` included, whose own text it drops.
+pub const PATCH_NOT_APPLICABLE: &str = "the server rejected our request due to an error in our request";
+
+/// Whether a 422 message means a JSON Patch did not apply (a failed `test`: the object changed
+/// under us). Our patches are built from the object we read and start with a resourceVersion
+/// test, so against an unchanged object every operation applies; only a change makes them fail.
+pub fn is_failed_test(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m == PATCH_NOT_APPLICABLE || m.contains("test failed") || (m.contains("testing value") && m.contains("failed"))
 }
 
 /// Where an object's API lives.
@@ -255,6 +324,36 @@ impl Access {
         uri: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Value, ApiError> {
+        let (status, retry_after, body) = self.send(verb, target, method, uri, body).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+                verb,
+                target: target.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Err(status_error(verb, target, status, retry_after, &body))
+    }
+
+    /// Whether the API server says it is ready (`GET /readyz`): `None` when it cannot tell
+    /// (refused, unreachable). A server that is not ready yet may not serve every CRD.
+    pub async fn ready(&self) -> Option<bool> {
+        match self.send(Verb::Get, "/readyz", Method::GET, "/readyz", None).await {
+            Ok((status, _, _)) if status.is_success() => Some(true),
+            Ok((status, _, _)) if status.is_server_error() => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Send one request and return the raw answer, whatever its status.
+    async fn send(
+        &self,
+        verb: Verb,
+        target: &str,
+        method: Method,
+        uri: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(StatusCode, Option<Duration>, bytes::Bytes), ApiError> {
         let mut builder = Request::builder().method(method).uri(uri).header(header::ACCEPT, "application/json");
         let bytes = match body {
             Some((ct, b)) => {
@@ -267,6 +366,7 @@ impl Access {
             verb,
             target: target.to_string(),
             message: format!("cannot build request: {e}"),
+            unsent: true,
         })?;
         let limit = match self.deadline {
             Some(d) => {
@@ -285,6 +385,7 @@ impl Access {
                 verb,
                 target: target.to_string(),
                 message: transport_message(&e),
+                unsent: is_connect_error(&e),
             })?;
             let status = res.status();
             let retry_after = res
@@ -297,22 +398,15 @@ impl Access {
                 verb,
                 target: target.to_string(),
                 message: format!("reading response: {e}"),
+                unsent: false,
             })?;
             Ok::<_, ApiError>((status, retry_after, body.to_bytes()))
         };
-        let (status, retry_after, body) = tokio::time::timeout(limit, fut).await.map_err(|_| ApiError::Timeout {
+        tokio::time::timeout(limit, fut).await.map_err(|_| ApiError::Timeout {
             verb,
             target: target.to_string(),
             timeout: limit,
-        })??;
-        if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-                verb,
-                target: target.to_string(),
-                message: e.to_string(),
-            });
-        }
-        Err(status_error(verb, target, status, retry_after, &body))
+        })?
     }
 
     /// GET an object as JSON; `Ok(None)` when the object does not exist (see [`is_object_not_found`]).
@@ -322,6 +416,11 @@ impl Access {
             Err(e) if is_object_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// GET a collection (`path` may carry a query: `?labelSelector=...&limit=...`).
+    pub async fn list(&self, target: &str, path: &str) -> Result<Value, ApiError> {
+        self.request(Verb::List, target, Method::GET, path, None).await
     }
 
     /// Apply a JSON Patch (RFC 6902); `dry_run` sends `dryRun=All`.
@@ -384,11 +483,12 @@ impl Access {
                         format!("/api/{api_version}")
                     };
                     let v = match self.request(Verb::Discover, &path, Method::GET, &path, None).await {
-                        Ok(v) => v,
-                        Err(ApiError::Status { code: 404, .. }) => Value::Null,
+                        Ok(v) => Arc::new(v),
+                        // Not cached: right after an API-server restart a served group answers
+                        // 404 for a moment; one answer proves nothing.
+                        Err(ApiError::Status { code: 404, .. }) => return Ok(None),
                         Err(e) => return Err(e),
                     };
-                    let v = Arc::new(v);
                     self.discovery.lock().await.insert(api_version.to_string(), v.clone());
                     v
                 }
@@ -476,6 +576,18 @@ fn status_error(verb: Verb, target: &str, status: StatusCode, retry_after: Optio
     }
 }
 
+/// Whether the connection itself failed (refused, DNS, TLS handshake): nothing was sent.
+fn is_connect_error(e: &kube::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return h.is_connect();
+        }
+        src = s.source();
+    }
+    false
+}
+
 fn transport_message(e: &kube::Error) -> String {
     // The interesting part (connection refused/reset) is usually deep in the source chain.
     let mut msg = e.to_string();
@@ -545,6 +657,18 @@ mod tests {
         let e = access.request(Verb::Get, "x", Method::GET, "/api/v1", None).await.unwrap_err();
         assert!(matches!(e, ApiError::Timeout { timeout, .. } if timeout == Duration::from_secs(10)), "{e}");
         assert_eq!(t.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unsent_and_unreachable() {
+        // A port nothing listens on: bind, note the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+        let access = Access::new(nodelay_client(&config).unwrap(), Duration::from_secs(5));
+        let e = access.request(Verb::Get, "x", Method::GET, "/api/v1", None).await.unwrap_err();
+        assert!(matches!(e, ApiError::Transport { unsent: true, .. }), "{e:?}");
+        assert!(e.is_unreachable() && !e.is_ambiguous(), "{e:?}");
+        assert_eq!(access.ready().await, None);
     }
 
     #[test]

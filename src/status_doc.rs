@@ -1,21 +1,18 @@
-//! The restore status written back to the ledger ConfigMap under its own key
-//! ([`crate::ledger::STATUS_KEY`]), so the recorded set is never rewritten.
-//!
-//! Writes are compare-and-set on the ConfigMap's resourceVersion; on a lost race the status
-//! is read again and merged, so concurrent runs each add their results and none is lost.
+//! The restore status document kept in the ledger ConfigMap under its own key
+//! ([`crate::ledger::STATUS_KEY`]), so the recorded set is never rewritten: its format, how a
+//! run's results merge into the previous status, and how it is encoded to fit the ConfigMap
+//! size limit. Pure: [`crate::ledger_store`] reads and writes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::kinds::ObjectRef;
-use crate::kube_access::{Access, ApiError, configmap_path};
-use crate::ledger::{Ledger, LedgerRef, STATUS_KEY};
-use crate::report::{EntryReport, Outcome};
-use crate::retry::{Budget, ErrorClass, Policy, classify, with_retry};
+use crate::ledger::{Ledger, STATUS_KEY};
+use crate::outcome::{EntryReport, Outcome};
 
 /// Version tag of the status document.
 pub const STATUS_VERSION: &str = "pause-ledger/status/v1";
@@ -270,9 +267,9 @@ pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> S
 
 /// Serialize `doc` in at most `limit` bytes: the full form when it fits, else the compact form
 /// (one letter per entry, plus as many entries that need attention as fit). Returns the text
-/// and whether it is compact; [`StatusError::TooLarge`] when not even the compact form without
+/// and whether it is compact; [`EncodeError::TooLarge`] when not even the compact form without
 /// entries fits.
-pub fn encode(doc: &mut StatusDoc, limit: usize) -> Result<(String, bool), StatusError> {
+pub fn encode(doc: &mut StatusDoc, limit: usize) -> Result<(String, bool), EncodeError> {
     if let Some(text) = to_yaml_within(doc, limit)? {
         return Ok((text, false));
     }
@@ -286,7 +283,7 @@ pub fn encode(doc: &mut StatusDoc, limit: usize) -> Result<(String, bool), Statu
     out
 }
 
-fn encode_compact(doc: &mut StatusDoc, all: &[EntryStatus], limit: usize) -> Result<(String, bool), StatusError> {
+fn encode_compact(doc: &mut StatusDoc, all: &[EntryStatus], limit: usize) -> Result<(String, bool), EncodeError> {
     doc.outcomes = Some(all.iter().map(|e| letter(e.outcome)).collect());
     // Settled entries are all alike; what an operator needs to read is what is not.
     let attention: Vec<&EntryStatus> =
@@ -300,7 +297,7 @@ fn encode_compact(doc: &mut StatusDoc, all: &[EntryStatus], limit: usize) -> Res
             return Ok((text, true));
         }
         if keep == 0 {
-            return Err(StatusError::TooLarge { needed: yaml_len(doc, usize::MAX)?, room: limit });
+            return Err(EncodeError::TooLarge { needed: yaml_len(doc, usize::MAX)?, room: limit });
         }
         keep /= 2;
     }
@@ -308,18 +305,18 @@ fn encode_compact(doc: &mut StatusDoc, all: &[EntryStatus], limit: usize) -> Res
 
 /// The YAML text of `doc` if it takes at most `limit` bytes. Measured first without keeping
 /// the text, so a form that does not fit (megabytes at thousands of entries) is never built.
-fn to_yaml_within(doc: &StatusDoc, limit: usize) -> Result<Option<String>, StatusError> {
+fn to_yaml_within(doc: &StatusDoc, limit: usize) -> Result<Option<String>, EncodeError> {
     let len = yaml_len(doc, limit)?;
     if len > limit {
         return Ok(None);
     }
     let mut text = String::with_capacity(len);
-    serde_saphyr::to_fmt_writer(&mut text, doc).map_err(|e| StatusError::Encode(e.to_string()))?;
+    serde_saphyr::to_fmt_writer(&mut text, doc).map_err(|e| EncodeError::Yaml(e.to_string()))?;
     Ok(Some(text))
 }
 
 /// The length of `doc`'s YAML text, counting stopped once past `limit` (then > `limit`).
-fn yaml_len(doc: &StatusDoc, limit: usize) -> Result<usize, StatusError> {
+fn yaml_len(doc: &StatusDoc, limit: usize) -> Result<usize, EncodeError> {
     struct Counter {
         len: usize,
         limit: usize,
@@ -335,12 +332,12 @@ fn yaml_len(doc: &StatusDoc, limit: usize) -> Result<usize, StatusError> {
     match serde_saphyr::to_fmt_writer(&mut c, doc) {
         Ok(()) => Ok(c.len),
         Err(_) if c.len > limit => Ok(c.len),
-        Err(e) => Err(StatusError::Encode(e.to_string())),
+        Err(e) => Err(EncodeError::Yaml(e.to_string())),
     }
 }
 
 /// Bytes left for the status under the ConfigMap limit, given the ConfigMap's other data.
-fn room(cm: &Value) -> usize {
+pub fn room(cm: &Value) -> usize {
     // kube-apiserver counts the values of data and binaryData; keys are counted here too, to
     // stay on the safe side of the limit.
     let used: usize = ["data", "binaryData"]
@@ -353,21 +350,15 @@ fn room(cm: &Value) -> usize {
     CONFIGMAP_LIMIT.saturating_sub(used + STATUS_KEY.len())
 }
 
-/// Errors writing the status.
+/// Why a status document could not be encoded.
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    /// The API refused or failed.
-    #[error("writing {STATUS_KEY}: {0}")]
-    Api(#[from] ApiError),
-    /// The ledger ConfigMap disappeared.
-    #[error("writing {STATUS_KEY}: the ledger ConfigMap is gone")]
-    Gone,
+pub enum EncodeError {
     /// Serialization failed.
-    #[error("writing {STATUS_KEY}: {0}")]
-    Encode(String),
+    #[error("encoding {STATUS_KEY}: {0}")]
+    Yaml(String),
     /// Not even the compact status fits next to the ledger under the ConfigMap size limit.
     #[error(
-        "writing {STATUS_KEY}: not even the compact status ({needed} bytes) fits in the {room} bytes the ledger leaves under the 1 MiB ConfigMap limit"
+        "{STATUS_KEY}: not even the compact status ({needed} bytes) fits in the {room} bytes the ledger leaves under the 1 MiB ConfigMap limit"
     )]
     TooLarge {
         /// Bytes the compact status without entries needs.
@@ -394,58 +385,6 @@ pub struct RunResult<'a> {
 pub fn run_id(started_at: Timestamp) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     format!("{started_at}/{host}/{}", std::process::id())
-}
-
-/// Write (merge) this run's results into the ledger ConfigMap, compare-and-set.
-pub async fn write(
-    access: &Access,
-    at: &LedgerRef,
-    ledger: &Ledger,
-    run: RunResult<'_>,
-    policy: &Policy,
-    budget: &Budget,
-) -> Result<StatusDoc, StatusError> {
-    let path = configmap_path(&at.namespace, &at.name);
-    let target = format!("ConfigMap {at}");
-    loop {
-        let cm = with_retry(policy, budget, &format!("get {target}"), || access.get(&target, &path))
-            .await?
-            .ok_or(StatusError::Gone)?;
-        let rv = cm.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let prev = parse(cm.pointer(&format!("/data/{STATUS_KEY}")).and_then(Value::as_str));
-        let room = room(&cm);
-        let has_data = cm.get("data").is_some_and(|d| !d.is_null());
-        // The ConfigMap carries the whole ledger text: not held while the status is built.
-        drop(cm);
-        if let Some(p) = prev.as_ref().filter(|p| p.written_by(run.id)) {
-            // Our earlier attempt was applied; its answer was lost. Counting it again would
-            // double `runs` (and overwrite a concurrent run's merge with a stale one).
-            tracing::debug!("the status already carries this run's write");
-            return Ok(p.clone());
-        }
-        let mut doc = merge(prev, ledger, &run);
-        let (text, compact) = encode(&mut doc, room)?;
-        if compact {
-            tracing::info!(room, bytes = text.len(), "status written in the compact form (the full form does not fit)");
-        }
-        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
-        if !has_data {
-            ops.push(json!({"op": "add", "path": "/data", "value": {}}));
-        }
-        ops.push(json!({"op": "add", "path": format!("/data/{STATUS_KEY}"), "value": text}));
-        let patch = Value::Array(ops);
-        let sent = with_retry(policy, budget, &format!("patch {target}"), || {
-            access.json_patch(&target, &path, &patch, crate::ledger::DEFAULT_FIELD_MANAGER, false)
-        })
-        .await;
-        match sent {
-            Ok(_) => return Ok(doc),
-            Err(e) if classify(&e) == ErrorClass::TestFailed && budget.take() => {
-                tracing::debug!("ledger ConfigMap changed while writing status; merging again");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 #[cfg(test)]
