@@ -196,6 +196,12 @@ impl ApiError {
         is_object_not_found(self)
     }
 
+    /// Whether RBAC refused the request (a 403 whose message says which user cannot do what),
+    /// as opposed to an admission webhook or policy that denied it.
+    pub fn is_rbac_forbidden(&self) -> bool {
+        matches!(self, ApiError::Status { code: 403, message, .. } if is_rbac_message(message))
+    }
+
     /// Whether a JSON Patch did not apply: a `test` failed, so the object changed under us.
     pub fn is_failed_test(&self) -> bool {
         matches!(self, ApiError::Status { code: 422, message, .. } if is_failed_test(message))
@@ -244,6 +250,14 @@ impl Target {
     pub fn configmap(namespace: &str, name: &str) -> Self {
         Self { name: format!("ConfigMap {namespace}/{name}"), path: configmap_path(namespace, name) }
     }
+}
+
+/// RBAC's 403 message (k8s.io/apiserver `responsewriters.forbiddenMessage`):
+/// `… is forbidden: User "system:serviceaccount:ns:sa" cannot patch resource "managedcharts" …`.
+/// An admission webhook's denial (`admission webhook "x" denied the request: …`) or a
+/// ValidatingAdmissionPolicy's (`… denied request: …`) is a 403 too, but names no user.
+fn is_rbac_message(message: &str) -> bool {
+    message.contains("User \"") && message.contains(" cannot ")
 }
 
 /// The message kube-apiserver sends (422, reason Invalid, no causes) when a JSON Patch does not
@@ -298,6 +312,11 @@ impl Access {
         let mut a = self.clone();
         a.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         a
+    }
+
+    /// The limit on one request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// The deadline of [`Access::with_deadline`], if any.

@@ -295,6 +295,11 @@ pub struct RestoreArgs {
     /// Re-examine every entry even when the status says the ledger is already restored.
     #[arg(long, env = "PAUSE_LEDGER_FORCE")]
     pub force: bool,
+    /// Accept ledgers without ownership marks ("still paused" is then the only check). The
+    /// chart's hooks set false: whoever can write the ledger could otherwise make the hook's
+    /// ServiceAccount unpause any paused object its RBAC allows.
+    #[arg(long, env = "PAUSE_LEDGER_ALLOW_UNMARKED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub allow_unmarked: bool,
     /// API limits.
     #[command(flatten)]
     pub api: ApiArgs,
@@ -356,6 +361,9 @@ pub struct RescueArgs {
     /// The preset whose currently paused objects are restored.
     #[arg(long, env = "PAUSE_LEDGER_PRESET", value_enum)]
     pub preset: PresetArg,
+    /// A ledger whose `pausedBefore` objects rescue must leave alone, if it exists.
+    #[command(flatten)]
+    pub ledger: LedgerArg,
     /// Namespace override for the preset's objects.
     #[arg(long, short = 'n', env = "PAUSE_LEDGER_NAMESPACE")]
     pub namespace: Option<String>,

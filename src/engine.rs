@@ -17,11 +17,12 @@ use crate::bulk_read::bulk_read;
 use crate::context::Context;
 use crate::ledger::{Entry, Ownership};
 use crate::outcome::{Cause, EntryReport, Outcome};
-use crate::ownership::{Decision, Observed, decide, observe};
+use crate::ownership::{Decision, Observed, Rule, decide, observe};
 use crate::plan::{Plan, Step};
 use crate::retry::{Budget, ErrorClass, Failure, Stop};
 
-/// How entries are restored.
+/// How entries are restored; the ownership fields are the ledger's, which entries may
+/// override ([`RestoreOptions::rule`]).
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
     /// Upgrade id whose marks we honour.
@@ -36,6 +37,17 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// How long in-flight requests may settle after cancellation.
     pub grace: Duration,
+}
+
+impl RestoreOptions {
+    /// The ownership rule of `entry`: its own overrides, else the ledger's.
+    pub fn rule<'a>(&'a self, entry: &'a Entry) -> Rule<'a> {
+        Rule {
+            ownership: entry.ownership.unwrap_or(self.ownership),
+            marks: [entry.mark.as_deref().unwrap_or(""), &self.upgrade],
+            field_manager: entry.field_manager.as_deref().unwrap_or(&self.field_manager),
+        }
+    }
 }
 
 /// Called after each entry settles (progress display).
@@ -159,6 +171,7 @@ pub(crate) async fn restore_entry(
 ) -> Settled {
     let entry = &step.entry;
     let target = Target::object(&entry.object, &step.resolved);
+    let rule = o.rule(entry);
     // Set when a patch got no answer: the server may or may not have applied it.
     let mut ambiguous = false;
     loop {
@@ -175,20 +188,31 @@ pub(crate) async fn restore_entry(
             Ok(s) => s,
             Err(m) => return Settled::failed(m, Cause::Error).uid(uid),
         };
-        match decide(&state, &entry.field, &o.upgrade, o.ownership, &o.field_manager) {
+        if let Some(pin) = step.pin
+            && state.generation != Some(pin)
+        {
+            // Rescue acts only on what it listed: a spec change since then (a fresh pause by
+            // someone) is not what the operator was shown and told to act on.
+            let detail = format!(
+                "changed after rescue listed it (generation {pin}, now {}): left alone",
+                state.generation.map_or("unknown".to_string(), |g| g.to_string())
+            );
+            return Settled::new(Outcome::NotOurs).detail(detail).uid(uid);
+        }
+        match decide(&state, &entry.field, &rule) {
             Decision::AlreadyRunning { cleanup } => {
                 if let (Some(p), false) = (cleanup, o.dry_run) {
                     // A stale mark is harmless (ignored on a running object) and the outcome
                     // stands either way; transient failures are retried within the entry's
                     // budget, a changed object (failed test) is left alone.
-                    if let Err(f) = ctx.patch_in(budget, &target, &p, &o.field_manager, false).await {
+                    if let Err(f) = ctx.patch_in(budget, &target, &p, rule.field_manager, false).await {
                         tracing::debug!(object = %target.name, error = %f, "stale mark left in place");
                     }
                 }
                 let mut s = Settled::new(Outcome::AlreadyRunning).uid(uid);
                 s.generation = state.generation;
                 // Our patch was applied but its answer lost: the field is ours and false now.
-                if ambiguous && state.field_owners.iter().any(|m| m == &o.field_manager) {
+                if ambiguous && state.field_owners.iter().any(|m| m == rule.field_manager) {
                     s.outcome = Outcome::Restored;
                     s.detail = Some("the answer to our patch was lost; the server had applied it".into());
                 }
@@ -281,6 +305,7 @@ fn failure(entry: &Entry, plural: &str, f: &Failure) -> Settled {
                 Cause::PermissionDenied,
             )
         }
+        (ErrorClass::Denied, _) => (format!("denied by admission: {}", f.error), Cause::Error),
         (_, Stop::Deadline) => (format!("deadline reached: {f}"), Cause::Deadline),
         _ => (f.to_string(), Cause::Error),
     };

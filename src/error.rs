@@ -18,6 +18,24 @@ pub enum RunError {
     /// The ledger (or a command's targets) is invalid: nothing was written.
     #[error(transparent)]
     InvalidLedger(#[from] LedgerError),
+    /// The ledger has no ownership marks and `--allow-unmarked=false`.
+    #[error(
+        "ledger {0} is unmarked (ownership: unmarked): refused with --allow-unmarked=false, since whoever can write \
+         the ledger could make this ServiceAccount unpause any paused object its RBAC allows; nothing was patched \
+         (the chart's allowUnmarkedLedgers value allows it)"
+    )]
+    UnmarkedRefused(LedgerRef),
+    /// A `record` run is still between its intent and its confirmation.
+    #[error(
+        "ledger {at} is being written by record run {run} (intent phase, lease still renewed): waited until this \
+         run's deadline; run restore again once record has finished"
+    )]
+    RecordInProgress {
+        /// The ledger.
+        at: LedgerRef,
+        /// The recording run.
+        run: String,
+    },
     /// A request failed for good.
     #[error(transparent)]
     Api(#[from] Failure),
@@ -60,7 +78,8 @@ impl RunError {
     pub fn exit(&self) -> Exit {
         match self {
             RunError::LedgerMissing(_) => Exit::LedgerMissing,
-            RunError::InvalidLedger(_) => Exit::InvalidLedger,
+            RunError::InvalidLedger(_) | RunError::UnmarkedRefused(_) => Exit::InvalidLedger,
+            RunError::RecordInProgress { .. } => Exit::RecordInProgress,
             RunError::Api(f) | RunError::Status(StatusError::Api(f)) => failure_exit(f),
             RunError::Status(_) => Exit::PartialFailure,
             RunError::Record(e) => match e {

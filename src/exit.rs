@@ -26,6 +26,8 @@ pub enum Exit {
     LedgerMissing,
     /// 9: record refused: another upgrade's unrestored ledger is in the way.
     LedgerConflict,
+    /// 10: restore waited for a `record` still writing the ledger, until its own deadline.
+    RecordInProgress,
 }
 
 /// One row of the exit-code table.
@@ -44,7 +46,7 @@ pub struct ExitInfo {
 }
 
 /// Every exit code, in code order.
-pub const EXIT_CODES: [ExitInfo; 10] = [
+pub const EXIT_CODES: [ExitInfo; 11] = [
     ExitInfo {
         exit: Exit::Success,
         code: 0,
@@ -114,6 +116,13 @@ pub const EXIT_CODES: [ExitInfo; 10] = [
         word: "ledger-conflict",
         meaning: "record refused: another upgrade's unrestored ledger exists (see --on-existing)",
         fail_fast: true,
+    },
+    ExitInfo {
+        exit: Exit::RecordInProgress,
+        code: 10,
+        word: "record-in-progress",
+        meaning: "a record run is still writing the ledger (its intent phase) and did not finish before --timeout",
+        fail_fast: false,
     },
 ];
 

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::api::Target;
 use crate::context::Context;
 use crate::engine::{RestoreOptions, restore_entry};
+use crate::ledger::Ownership;
 use crate::outcome::{EntryReport, Outcome};
 use crate::ownership::{Decision, decide, pause_state};
 use crate::plan::{Plan, Step};
@@ -52,7 +53,17 @@ impl<'a> RepauseGuard<'a> {
                 continue;
             }
             r.repaused += 1;
-            match decide(&state, &step.entry.field, &opts.upgrade, opts.ownership, &opts.field_manager) {
+            let rule = opts.rule(&step.entry);
+            match decide(&state, &step.entry.field, &rule) {
+                // Restored again only on evidence that the pause is the upgrade's: an unmarked
+                // ledger has none, and this pause came after ours was undone.
+                Decision::Restore { .. } if rule.ownership == Ownership::Unmarked => {
+                    let reason = "ownership unknown (unmarked ledger)";
+                    tracing::warn!(object = %o, reason, "paused again after restore: left paused");
+                    r.outcome = Outcome::Repaused;
+                    r.detail = Some(format!("paused again after restore; {reason}: left paused"));
+                    return;
+                }
                 Decision::Restore { .. } => {
                     tracing::warn!(object = %o, "paused again by this upgrade after restore; restoring again");
                     let budget = self.ctx.budget();

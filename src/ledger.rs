@@ -20,6 +20,9 @@ use crate::kinds::{self, FieldPath, ObjectRef};
 pub const LEDGER_KEY: &str = "ledger.yaml";
 /// The data key the restore status is written to (never the recorded set's key).
 pub const STATUS_KEY: &str = "status.yaml";
+/// The data key `record` keeps its intent marker in, between writing its intent and
+/// confirming it (full form only; renewed while record runs).
+pub const INTENT_KEY: &str = "intent.yaml";
 /// Minimal form: whitespace- or comma-separated `NAME` or `NAMESPACE/NAME` of ManagedCharts.
 pub const CHARTS_KEY: &str = "charts";
 /// Minimal form: namespace for bare chart names.
@@ -66,9 +69,47 @@ pub struct Entry {
     pub field: FieldPath,
     /// Lower orders are restored first.
     pub order: i32,
+    /// The mark this entry's pause carries when it is not the ledger's `upgrade` (an entry
+    /// merged or taken over from another upgrade's ledger). Both are accepted.
+    #[serde(rename = "upgrade", skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Arc<str>>,
+    /// This entry's ownership rule when it differs from the ledger's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<Ownership>,
+    /// This entry's field manager when it differs from the ledger's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_manager: Option<Arc<str>>,
     /// Where the entry was written (for messages).
     #[serde(skip)]
     pub line: Option<u64>,
+}
+
+impl Entry {
+    /// An entry with the ledger's ownership rule (no per-entry overrides).
+    pub fn new(object: Arc<ObjectRef>, field: FieldPath, order: i32) -> Self {
+        Self { object, field, order, mark: None, ownership: None, field_manager: None, line: None }
+    }
+}
+
+/// A `record` that has written its intent and not yet confirmed what it paused: a lease it
+/// renews while it runs (`beat` grows). Whoever sees the same `beat` for
+/// `expiresAfterSeconds` on its own clock knows that run sends no more writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Intent {
+    /// The recording run's id.
+    pub run: String,
+    /// Renewal counter.
+    pub beat: u64,
+    /// How long after a renewal the run may still write (its lease plus one request).
+    pub expires_after_seconds: u64,
+}
+
+impl Intent {
+    /// The YAML kept under [`INTENT_KEY`].
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_default()
+    }
 }
 
 /// A validated ledger.
@@ -87,6 +128,8 @@ pub struct Ledger {
     pub entries: Vec<Entry>,
     /// Objects that were already paused before the upgrade: listed, never restored.
     pub paused_before: Vec<Arc<ObjectRef>>,
+    /// Set while `record` is between writing its intent and confirming it ([`INTENT_KEY`]).
+    pub intent: Option<Intent>,
     /// Which form was read.
     pub form: Form,
     /// SHA-256 of the recorded data, so a status can be matched to the set it describes.
@@ -184,6 +227,12 @@ struct RawEntry {
     field: Option<String>,
     #[serde(default)]
     order: Option<i32>,
+    #[serde(default)]
+    upgrade: Option<String>,
+    #[serde(default)]
+    ownership: Option<Ownership>,
+    #[serde(default)]
+    field_manager: Option<String>,
 }
 
 /// Parse and validate a ledger from a ConfigMap's `data`.
@@ -192,7 +241,7 @@ pub fn parse_configmap_data(data: &BTreeMap<String, String>) -> Result<Ledger, L
     let has_minimal = data.contains_key(CHARTS_KEY);
     let mut issues = Vec::new();
     let known: &[&str] = if has_full {
-        &[LEDGER_KEY, STATUS_KEY]
+        &[LEDGER_KEY, STATUS_KEY, INTENT_KEY]
     } else {
         &[CHARTS_KEY, NAMESPACE_KEY, UPGRADE_KEY, PAUSED_AT_KEY, OWNERSHIP_KEY, STATUS_KEY]
     };
@@ -225,8 +274,20 @@ pub fn parse_configmap_data(data: &BTreeMap<String, String>) -> Result<Ledger, L
             format!("no recorded set: expected key {LEDGER_KEY} (full form) or {CHARTS_KEY} (minimal form)"),
         ))
     };
+    let intent = match data.get(INTENT_KEY).filter(|_| has_full) {
+        None => None,
+        Some(text) => match serde_saphyr::from_str::<Intent>(text) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                let msg = e.to_string();
+                let first = msg.lines().next().unwrap_or("invalid YAML");
+                issues.push(Issue { location: format!("key {INTENT_KEY}"), message: strip_location_prefix(first) });
+                None
+            }
+        },
+    };
     match result {
-        Ok(l) if issues.is_empty() => Ok(l),
+        Ok(l) if issues.is_empty() => Ok(Ledger { intent, ..l }),
         Ok(_) => Err(LedgerError::Invalid(issues)),
         Err(LedgerError::Invalid(mut more)) => {
             issues.append(&mut more);
@@ -287,10 +348,7 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
     check_upgrade_id(&raw.upgrade, &format!("{LEDGER_KEY} upgrade"), &mut issues);
     let paused_at = parse_time(&raw.paused_at, &format!("{LEDGER_KEY} pausedAt"), &mut issues);
     let field_manager = raw.field_manager.unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
-    if field_manager.is_empty() || field_manager.len() > 128 {
-        issues
-            .push(Issue { location: format!("{LEDGER_KEY} fieldManager"), message: "must be 1-128 characters".into() });
-    }
+    check_field_manager(&field_manager, &format!("{LEDGER_KEY} fieldManager"), &mut issues);
     // An empty `entries` is valid: a record run that found everything paused before the upgrade.
     let mut entries = Vec::with_capacity(raw.entries.len());
     for (i, e) in raw.entries.into_iter().enumerate() {
@@ -301,14 +359,24 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
         }
     }
     let mut paused_before = Vec::new();
+    let mut before_lines = Vec::new();
     for (i, e) in raw.paused_before.into_iter().enumerate() {
         let line = e.defined.line();
         let loc = format!("{LEDGER_KEY} line {line}, pausedBefore[{i}]");
-        if let Some(entry) = validate_entry(e.value, &loc, Some(line), &mut issues) {
+        let raw = e.value;
+        if raw.upgrade.is_some() || raw.ownership.is_some() || raw.field_manager.is_some() {
+            issues.push(Issue {
+                location: loc.clone(),
+                message: "upgrade, ownership and fieldManager belong to entries, not to pausedBefore".into(),
+            });
+        }
+        if let Some(entry) = validate_entry(raw, &loc, Some(line), &mut issues) {
             paused_before.push(entry.object);
+            before_lines.push(line);
         }
     }
     check_duplicates(&entries, &mut issues);
+    check_overlap(&entries, &paused_before, &before_lines, &mut issues);
     if !issues.is_empty() {
         return Err(LedgerError::Invalid(issues));
     }
@@ -319,6 +387,7 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
         field_manager,
         entries,
         paused_before,
+        intent: None,
         form: Form::Full,
         digest: digest(&[(LEDGER_KEY, text)]),
     })
@@ -372,7 +441,17 @@ fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError>
                 }
             },
         };
-        let raw = RawEntry { api_version: None, kind: None, namespace: ns, name, field: None, order: None };
+        let raw = RawEntry {
+            api_version: None,
+            kind: None,
+            namespace: ns,
+            name,
+            field: None,
+            order: None,
+            upgrade: None,
+            ownership: None,
+            field_manager: None,
+        };
         if let Some(e) = validate_entry(raw, &loc, None, &mut issues) {
             entries.push(e);
         }
@@ -384,10 +463,7 @@ fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError>
     if !issues.is_empty() {
         return Err(LedgerError::Invalid(issues));
     }
-    let parts: Vec<(&str, &str)> = [CHARTS_KEY, NAMESPACE_KEY, UPGRADE_KEY, PAUSED_AT_KEY, OWNERSHIP_KEY]
-        .iter()
-        .filter_map(|k| data.get(*k).map(|v| (*k, v.as_str())))
-        .collect();
+
     Ok(Ledger {
         upgrade,
         paused_at,
@@ -395,8 +471,9 @@ fn parse_minimal(data: &BTreeMap<String, String>) -> Result<Ledger, LedgerError>
         field_manager: DEFAULT_FIELD_MANAGER.to_string(),
         entries,
         paused_before: Vec::new(),
+        intent: None,
         form: Form::Minimal,
-        digest: digest(&parts),
+        digest: digest_of(|k| data.get(k).map(String::as_str)),
     })
 }
 
@@ -438,10 +515,50 @@ fn validate_entry(raw: RawEntry, loc: &str, line: Option<u64>, issues: &mut Vec<
         }
     };
     let order = raw.order.unwrap_or_else(|| kinds::default_order(&object));
+    if let Some(m) = &raw.upgrade
+        && let Err(e) = check_upgrade(m)
+    {
+        push(format!("upgrade: {e}"));
+    }
+    if let Some(fm) = &raw.field_manager
+        && (fm.is_empty() || fm.len() > 128)
+    {
+        push("fieldManager: must be 1-128 characters".into());
+    }
     if issues.len() != before {
         return None;
     }
-    Some(Entry { object, field: field?, order, line })
+    Some(Entry {
+        object,
+        field: field?,
+        order,
+        mark: raw.upgrade.map(Into::into),
+        ownership: raw.ownership,
+        field_manager: raw.field_manager.map(Into::into),
+        line,
+    })
+}
+
+fn check_field_manager(fm: &str, loc: &str, issues: &mut Vec<Issue>) {
+    if fm.is_empty() || fm.len() > 128 {
+        issues.push(Issue { location: loc.to_string(), message: "must be 1-128 characters".into() });
+    }
+}
+
+/// An object is either restored (`entries`) or never restored (`pausedBefore`), not both.
+fn check_overlap(entries: &[Entry], before: &[Arc<ObjectRef>], before_lines: &[u64], issues: &mut Vec<Issue>) {
+    let listed: HashMap<_, &Entry> = entries.iter().map(|e| (e.object.identity(), e)).collect();
+    for (b, line) in before.iter().zip(before_lines) {
+        if let Some(e) = listed.get(&b.identity()) {
+            let first = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            issues.push(Issue {
+                location: format!("{LEDGER_KEY} line {line}, pausedBefore"),
+                message: format!(
+                    "{b} is listed in entries{first} and in pausedBefore: restore it or never restore it, not both"
+                ),
+            });
+        }
+    }
 }
 
 fn check_duplicates(entries: &[Entry], issues: &mut Vec<Issue>) {
@@ -553,6 +670,19 @@ fn is_kind(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// The digest of a ConfigMap's recorded data (`get` looks a data key up), equal to the
+/// [`Ledger::digest`] of the ledger parsed from it, computed without parsing: a status write
+/// checks with it that the ledger did not change under the run.
+pub fn digest_of<'a>(get: impl Fn(&str) -> Option<&'a str>) -> String {
+    match get(LEDGER_KEY) {
+        Some(text) => digest(&[(LEDGER_KEY, text)]),
+        None => {
+            let keys = [CHARTS_KEY, NAMESPACE_KEY, UPGRADE_KEY, PAUSED_AT_KEY, OWNERSHIP_KEY];
+            digest(&keys.iter().filter_map(|k| get(k).map(|v| (*k, v))).collect::<Vec<_>>())
+        }
+    }
+}
+
 fn digest(parts: &[(&str, &str)]) -> String {
     let mut h = Sha256::new();
     for (k, v) in parts {
@@ -658,6 +788,31 @@ entries:
 
         let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("kind: CronJob", "kind: cron-job"))]));
         assert!(v[0].message.contains("kind"), "{v:?}");
+
+        let both = format!("{FULL}pausedBefore:\n  - namespace: fleet-local\n    name: harvester\n");
+        let v = invalid(data(&[(LEDGER_KEY, &both)]));
+        assert!(v[0].message.contains("not both") && v[0].location.contains("line 15"), "{v:?}");
+
+        let v = invalid(data(&[(LEDGER_KEY, FULL), (INTENT_KEY, "run: x\n")]));
+        assert!(v[0].location.contains(INTENT_KEY), "{v:?}");
+    }
+
+    #[test]
+    fn per_entry_rules_and_the_intent() {
+        let text = FULL.replace(
+            "    name: harvester-crd\n",
+            "    name: harvester-crd\n    upgrade: older-upgrade\n    ownership: unmarked\n    fieldManager: kubectl-patch\n",
+        );
+        let intent = Intent { run: "r1".into(), beat: 2, expires_after_seconds: 25 };
+        let l = parse_configmap_data(&data(&[(LEDGER_KEY, &text), (INTENT_KEY, &intent.to_yaml())])).unwrap();
+        let e = &l.entries[1];
+        assert_eq!(e.mark.as_deref(), Some("older-upgrade"));
+        assert_eq!(e.ownership, Some(Ownership::Unmarked));
+        assert_eq!(e.field_manager.as_deref(), Some("kubectl-patch"));
+        assert_eq!(l.entries[0].mark, None);
+        assert_eq!(l.intent, Some(intent));
+        // The intent is not part of the recorded set.
+        assert_eq!(l.digest, digest_of(|k| (k == LEDGER_KEY).then_some(text.as_str())));
     }
 
     #[test]

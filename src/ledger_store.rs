@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{Target, configmap_data, object_path};
 use crate::context::Context;
-use crate::ledger::{self, DEFAULT_FIELD_MANAGER, LEDGER_KEY, Ledger, LedgerRef, STATUS_KEY};
+use crate::ledger::{self, DEFAULT_FIELD_MANAGER, INTENT_KEY, Intent, LEDGER_KEY, Ledger, LedgerRef, STATUS_KEY};
 use crate::retry::{ErrorClass, Failure};
 use crate::status_doc::{self, EncodeError, RunResult, StatusDoc};
 
@@ -42,6 +42,10 @@ pub enum StatusError {
     /// The status could not be encoded within the size limit.
     #[error("writing {STATUS_KEY}: {0}")]
     Encode(#[from] EncodeError),
+    /// The recorded set changed during the run (a record merged or took it over): a status
+    /// of the old set must not stand for the new one.
+    #[error("not writing {STATUS_KEY}: the ledger changed during this run; run restore again for the new ledger")]
+    LedgerChanged,
 }
 
 /// Reads and writes one ledger ConfigMap.
@@ -77,14 +81,14 @@ impl LedgerStore {
         }))
     }
 
-    /// Create the ConfigMap with `ledger.yaml` = `text` (create-only: fails if it exists).
-    /// Returns the new resourceVersion.
-    pub async fn create(&self, text: &str) -> Result<String, Failure> {
+    /// Create the ConfigMap with `ledger.yaml` = `text` and the intent, if any (create-only:
+    /// fails if it exists). Returns the new resourceVersion.
+    pub async fn create(&self, text: &str, intent: Option<&Intent>) -> Result<String, Failure> {
         let cm = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": self.at.name, "namespace": self.at.namespace,
                 "labels": {"app.kubernetes.io/managed-by": "pause-ledger"}},
-            "data": {LEDGER_KEY: text},
+            "data": data(text, intent),
         });
         let collection = Target {
             name: self.target.name.clone(),
@@ -94,16 +98,66 @@ impl LedgerStore {
         Ok(resource_version(&answer))
     }
 
-    /// Replace the recorded set with `ledger.yaml` = `text`, if the ConfigMap is still at
-    /// `rv`; minimal-form keys and a status of the previous set are dropped. Returns the new
-    /// resourceVersion.
-    pub async fn replace(&self, rv: &str, text: &str) -> Result<String, Failure> {
+    /// Replace the recorded set with `ledger.yaml` = `text` and the intent, if any, if the
+    /// ConfigMap is still at `rv`; minimal-form keys and a status of the previous set are
+    /// dropped. Returns the new resourceVersion.
+    pub async fn replace(&self, rv: &str, text: &str, intent: Option<&Intent>) -> Result<String, Failure> {
         let patch = json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-            {"op": "replace", "path": "/data", "value": {LEDGER_KEY: text}},
+            {"op": "replace", "path": "/data", "value": data(text, intent)},
         ]);
         let answer = self.ctx.patch_in(&self.ctx.budget(), &self.target, &patch, DEFAULT_FIELD_MANAGER, false).await?;
         Ok(resource_version(&answer))
+    }
+
+    /// Renew a record run's intent: `current` → `next`, only if the ConfigMap still holds
+    /// `current` (one attempt; the caller renews periodically). A lost answer is resolved by
+    /// reading back.
+    pub async fn renew(&self, current: &Intent, next: &Intent) -> Result<(), Failure> {
+        let patch = json!([
+            {"op": "test", "path": INTENT_POINTER, "value": current.to_yaml()},
+            {"op": "replace", "path": INTENT_POINTER, "value": next.to_yaml()},
+        ]);
+        let sent = self
+            .ctx
+            .access()
+            .json_patch(&self.target.name, &self.target.path, &patch, DEFAULT_FIELD_MANAGER, false)
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_ambiguous() || e.is_failed_test() => {
+                // Applied with its answer lost, or really changed by someone else: look.
+                let now = self.read().await?;
+                match now.as_ref().map(intent_of) {
+                    Some(Some(i)) if &i == next => Ok(()),
+                    _ => Err(Failure::once(e)),
+                }
+            }
+            Err(e) => Err(Failure::once(e)),
+        }
+    }
+
+    /// Confirm a record run: `ledger.yaml` = `text` and the intent removed, only if the
+    /// ConfigMap still holds `current`. Returns the new resourceVersion.
+    pub async fn confirm(&self, current: &Intent, text: &str) -> Result<String, Failure> {
+        let patch = json!([
+            {"op": "test", "path": INTENT_POINTER, "value": current.to_yaml()},
+            {"op": "replace", "path": format!("/data/{LEDGER_KEY}"), "value": text},
+            {"op": "remove", "path": INTENT_POINTER},
+        ]);
+        match self.ctx.patch_in(&self.ctx.budget(), &self.target, &patch, DEFAULT_FIELD_MANAGER, false).await {
+            Ok(answer) => Ok(resource_version(&answer)),
+            Err(f) if f.ambiguous && f.class() == ErrorClass::TestFailed => {
+                // Our confirmation was applied and its answer lost: the retry found no intent.
+                match self.read().await? {
+                    Some(s) if intent_of(&s).is_none() && s.data.get(LEDGER_KEY).map(String::as_str) == Some(text) => {
+                        Ok(s.resource_version)
+                    }
+                    _ => Err(f),
+                }
+            }
+            Err(f) => Err(f),
+        }
     }
 
     /// Merge this run's results into the status and write it, compare-and-set.
@@ -112,6 +166,11 @@ impl LedgerStore {
         loop {
             let cm = self.ctx.get_in(&budget, &self.target).await?.ok_or(StatusError::Gone)?;
             let rv = resource_version(&cm);
+            let data = cm.get("data");
+            let current = ledger::digest_of(|k| data.and_then(|d| d.get(k)).and_then(Value::as_str));
+            if current != ledger.digest {
+                return Err(StatusError::LedgerChanged);
+            }
             let prev = status_doc::parse(cm.pointer(&format!("/data/{STATUS_KEY}")).and_then(Value::as_str));
             let room = status_doc::room(&cm);
             let has_data = cm.get("data").is_some_and(|d| !d.is_null());
@@ -149,12 +208,24 @@ impl LedgerStore {
     }
 }
 
+/// JSON Pointer to the intent key.
+const INTENT_POINTER: &str = "/data/intent.yaml";
+
+/// The data of a ledger ConfigMap: the recorded set and the intent, if any.
+fn data(text: &str, intent: Option<&Intent>) -> Value {
+    let mut d = json!({LEDGER_KEY: text});
+    if let Some(i) = intent {
+        d[INTENT_KEY] = json!(i.to_yaml());
+    }
+    d
+}
+
+/// The intent a stored ledger carries, if readable.
+fn intent_of(s: &Stored) -> Option<Intent> {
+    s.data.get(INTENT_KEY).and_then(|t| serde_saphyr::from_str(t).ok())
+}
+
 /// The ConfigMap's resourceVersion.
 fn resource_version(obj: &Value) -> String {
     obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string()
-}
-
-/// Parse the recorded set of a stored ledger.
-pub fn parse(stored: &Stored) -> Result<Ledger, ledger::LedgerError> {
-    ledger::parse_configmap_data(&stored.data)
 }

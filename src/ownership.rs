@@ -1,12 +1,20 @@
 //! Ownership: deciding, from an object as the API server returned it, whether its pause is
 //! still this upgrade's, and building the compare-and-set JSON Patches that pause and restore.
 //!
-//! A pause is the upgrade's when (a) the object carries the mark annotation with the upgrade
-//! id and (b) its managedFields show the pause field last set by the pause side's field
-//! manager. (b) catches the case the mark alone cannot: an administrator who unpaused and then
-//! re-paused by hand leaves the mark in place but takes over the field. Every patch starts with
-//! a `test` of `metadata.resourceVersion`, so the decision and the write are one atomic step:
-//! any write in between makes the server reject the patch and we decide again.
+//! A pause is the upgrade's (marked ledgers) when (a) the object carries the mark annotation
+//! with one of the ledger's upgrade ids, and (b) its managedFields show the pause side's field
+//! manager as the **only** owner of the pause field on the main resource. (b) catches what the
+//! mark alone cannot: an administrator who unpaused and re-paused by hand (`kubectl patch` took
+//! the field over), or a person or GitOps tool that server-side-applied `paused: true` while the
+//! upgrade ran (the field is then shared: whoever else owns it wants it paused). In every mode
+//! the keep-paused annotation is an administrator's explicit "leave this paused".
+//!
+//! Not detectable: a same-value write (`kubectl patch` of `paused: true` on an object already
+//! paused) changes nothing on the server, so no managedFields entry records it.
+//!
+//! Every patch starts with a `test` of `metadata.resourceVersion`, so the decision and the
+//! write are one atomic step: any write in between makes the server reject the patch and we
+//! decide again.
 
 use serde_json::{Value, json};
 
@@ -15,6 +23,27 @@ use crate::ledger::Ownership;
 
 /// The annotation the pause side sets to the upgrade id, and restore removes.
 pub const MARK_ANNOTATION: &str = "pause-ledger.io/paused-by";
+/// The annotation an administrator sets (to `"true"`) to keep an object paused: restore and
+/// rescue never unpause an object that carries it.
+pub const KEEP_PAUSED_ANNOTATION: &str = "pause-ledger.io/keep-paused";
+
+/// The rule deciding whether one ledger entry's pause is still the upgrade's.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule<'a> {
+    /// Marked (mark and sole ownership) or unmarked ("still paused").
+    pub ownership: Ownership,
+    /// The mark values that are this ledger's: the entry's own and the ledger's `upgrade`.
+    pub marks: [&'a str; 2],
+    /// The field manager the pause side wrote with (and restore writes with).
+    pub field_manager: &'a str,
+}
+
+impl Rule<'_> {
+    /// Whether `mark` is one of this ledger's.
+    pub fn is_ours(&self, mark: &str) -> bool {
+        !mark.is_empty() && self.marks.contains(&mark)
+    }
+}
 
 /// What restore should do with one object.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,7 +78,10 @@ pub struct PauseState {
     pub paused: Option<bool>,
     /// The mark annotation's value, if any.
     pub mark: Option<String>,
-    /// Field managers that own the pause field.
+    /// The keep-paused annotation is `"true"`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_paused: bool,
+    /// Field managers that own the pause field on the main resource.
     pub field_owners: Vec<String>,
     /// metadata.resourceVersion.
     pub resource_version: String,
@@ -83,14 +115,11 @@ pub fn pause_state(obj: &Value, field: &FieldPath) -> Result<PauseState, String>
         Some(Value::Bool(b)) => Some(*b),
         Some(other) => return Err(format!("{field} holds {other}, not a boolean")),
     };
-    let mark = obj
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(MARK_ANNOTATION))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let annotation = |key: &str| obj.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str);
     Ok(PauseState {
         paused,
-        mark,
+        mark: annotation(MARK_ANNOTATION).map(str::to_string),
+        keep_paused: annotation(KEEP_PAUSED_ANNOTATION) == Some("true"),
         field_owners: field_owners(obj, field),
         resource_version: obj
             .pointer("/metadata/resourceVersion")
@@ -131,14 +160,9 @@ pub fn mark_pointer() -> String {
 }
 
 /// Decide what to do with an object listed in the ledger.
-pub fn decide(
-    state: &PauseState,
-    field: &FieldPath,
-    upgrade: &str,
-    ownership: Ownership,
-    field_manager: &str,
-) -> Decision {
-    let ours = state.mark.as_deref() == Some(upgrade) && !upgrade.is_empty();
+pub fn decide(state: &PauseState, field: &FieldPath, rule: &Rule<'_>) -> Decision {
+    let mark = state.mark.as_deref();
+    let ours = mark.is_some_and(|m| rule.is_ours(m));
     if state.paused != Some(true) {
         let cleanup = ours.then(|| {
             json!([
@@ -148,7 +172,12 @@ pub fn decide(
         });
         return Decision::AlreadyRunning { cleanup };
     }
-    match (ownership, state.mark.as_deref()) {
+    if state.keep_paused {
+        return Decision::NotOurs {
+            reason: format!("kept paused by an administrator (annotation {KEEP_PAUSED_ANNOTATION}=true)"),
+        };
+    }
+    match (rule.ownership, mark) {
         (_, Some(other)) if !ours => {
             return Decision::NotOurs { reason: format!("paused by upgrade {other:?} (annotation {MARK_ANNOTATION})") };
         }
@@ -157,27 +186,36 @@ pub fn decide(
                 reason: format!("paused, but without this upgrade's mark ({MARK_ANNOTATION}); paused by someone else"),
             };
         }
-        (Ownership::Marked, Some(_)) if !state.field_owners.iter().any(|m| m == field_manager) => {
-            let by = if state.field_owners.is_empty() {
-                "an unknown manager".to_string()
-            } else {
-                state.field_owners.join(", ")
-            };
-            return Decision::NotOurs {
-                reason: format!(
-                    "marked by this upgrade, but {field} was last set by {by}, not {field_manager}: re-paused by hand"
-                ),
-            };
+        (Ownership::Marked, Some(_)) => {
+            let fm = rule.field_manager;
+            let others: Vec<&str> = state.field_owners.iter().map(String::as_str).filter(|m| *m != fm).collect();
+            let owned = state.field_owners.iter().any(|m| m == fm);
+            if !owned {
+                let by = if others.is_empty() { "an unknown manager".to_string() } else { others.join(", ") };
+                return Decision::NotOurs {
+                    reason: format!(
+                        "marked by this upgrade, but {field} was last set by {by}, not {fm}: re-paused by hand"
+                    ),
+                };
+            }
+            if !others.is_empty() {
+                return Decision::NotOurs {
+                    reason: format!(
+                        "marked by this upgrade, but {field} is also owned by {}: someone else wants it paused too",
+                        others.join(", ")
+                    ),
+                };
+            }
         }
-        _ => {}
+        (Ownership::Unmarked, _) => {}
     }
     let mut ops = vec![
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}),
         json!({"op": "test", "path": field.pointer(), "value": true}),
         json!({"op": "replace", "path": field.pointer(), "value": false}),
     ];
-    if state.mark.is_some() {
-        ops.insert(2, json!({"op": "test", "path": mark_pointer(), "value": upgrade}));
+    if let Some(m) = mark {
+        ops.insert(2, json!({"op": "test", "path": mark_pointer(), "value": m}));
         ops.push(json!({"op": "remove", "path": mark_pointer()}));
     }
     Decision::Restore { patch: Value::Array(ops) }
@@ -238,7 +276,7 @@ mod tests {
 
     fn decide_on(o: &Value, ownership: Ownership) -> Decision {
         let s = pause_state(o, &field()).unwrap();
-        decide(&s, &field(), "up-1", ownership, "pause-ledger")
+        decide(&s, &field(), &Rule { ownership, marks: ["", "up-1"], field_manager: "pause-ledger" })
     }
 
     #[test]
@@ -271,6 +309,42 @@ mod tests {
         let d = decide_on(&obj(Some(true), Some("up-1"), "kubectl-patch"), Ownership::Marked);
         let Decision::NotOurs { reason } = d else { panic!("{d:?}") };
         assert!(reason.contains("kubectl-patch"), "{reason}");
+    }
+
+    #[test]
+    fn shared_ownership_and_keep_paused_are_not_ours() {
+        // An administrator server-side-applied paused: true next to our Update entry.
+        let mut o = obj(Some(true), Some("up-1"), "pause-ledger");
+        o["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"manager": "admin", "operation": "Apply", "fieldsV1": {"f:spec": {"f:paused": {}}}}));
+        let d = decide_on(&o, Ownership::Marked);
+        let Decision::NotOurs { reason } = d else { panic!("{d:?}") };
+        assert!(reason.contains("also owned by admin"), "{reason}");
+        // Rancher's status writes (a subresource) do not count.
+        assert!(matches!(
+            decide_on(&obj(Some(true), Some("up-1"), "pause-ledger"), Ownership::Marked),
+            Decision::Restore { .. }
+        ));
+
+        for ownership in [Ownership::Marked, Ownership::Unmarked] {
+            let mut o = obj(Some(true), Some("up-1"), "pause-ledger");
+            o["metadata"]["annotations"][KEEP_PAUSED_ANNOTATION] = json!("true");
+            let d = decide_on(&o, ownership);
+            let Decision::NotOurs { reason } = d else { panic!("{d:?}") };
+            assert!(reason.contains("kept paused"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn either_mark_of_the_ledger_is_ours() {
+        let s = pause_state(&obj(Some(true), Some("old-up"), "pause-ledger"), &field()).unwrap();
+        let rule = Rule { ownership: Ownership::Marked, marks: ["old-up", "up-1"], field_manager: "pause-ledger" };
+        let Decision::Restore { patch } = decide(&s, &field(), &rule) else { panic!() };
+        assert!(patch.as_array().unwrap().iter().any(|op| op["op"] == "test" && op["value"] == "old-up"));
+        let rule = Rule { marks: ["", "up-1"], ..rule };
+        assert!(matches!(decide(&s, &field(), &rule), Decision::NotOurs { .. }));
     }
 
     #[test]

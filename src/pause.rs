@@ -1,25 +1,35 @@
 //! The pause side: pause a set of objects, mark each one, and record them in the ledger.
 //!
 //! Crash safety comes from the order of writes: (1) the ledger is written first with the
-//! *intent* (every object about to be paused), (2) objects are paused and marked, each with a
-//! compare-and-set patch, (3) the ledger is rewritten with what actually happened. A crash after
-//! (1) leaves entries that are still running (restore: already running) or paused and marked
-//! (restore: restored): no pause is ever made that the ledger does not list.
+//! *intent* (every object about to be paused, and an `intent` marker that restore waits for),
+//! (2) objects are paused and marked, each with a compare-and-set patch (and, for
+//! `--on-existing=take-over`, the old upgrade's marks re-written), (3) the ledger is rewritten
+//! with what actually happened. A crash after (1) leaves entries that are still running
+//! (restore: already running) or paused and marked (restore: restored): no pause is ever made
+//! that the ledger does not list.
+//!
+//! What record believes is the object's state, not the answers it got: an object that carries
+//! this upgrade's mark is ours (our pause was applied even if its answer was lost), and an
+//! entry whose pause may or may not have been applied stays in the ledger.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::Target;
 use crate::context::Context;
 use crate::kinds::ObjectRef;
-use crate::ledger::{self, Entry, FORMAT_VERSION, Ledger};
+use crate::ledger::{self, DEFAULT_FIELD_MANAGER, Entry, FORMAT_VERSION, Intent, Ledger, Ownership};
 use crate::ledger_store::LedgerStore;
-use crate::ownership::{Decision, decide, mark_pointer, pause_patch, pause_state};
+use crate::ownership::{Decision, Rule, decide, mark_pointer, pause_patch, pause_state};
 use crate::plan::{Plan, Step};
 use crate::retry::{ErrorClass, Failure};
 use crate::status_doc;
@@ -51,6 +61,11 @@ pub enum RecordOutcome {
     Failed,
     /// Dry run: would be paused.
     WouldPause,
+    /// `--on-existing=take-over`: an old entry's mark was re-written to this upgrade's id.
+    TakenOver,
+    /// `--on-existing=take-over`: an old entry's mark could not be re-written; the ledger
+    /// keeps the old id for it, so restore still restores it.
+    NotTakenOver,
 }
 
 /// One object's record result.
@@ -82,6 +97,8 @@ impl RecordOutcome {
             RecordOutcome::Gone => "gone",
             RecordOutcome::Failed => "failed",
             RecordOutcome::WouldPause => "would-pause",
+            RecordOutcome::TakenOver => "taken-over",
+            RecordOutcome::NotTakenOver => "not-taken-over",
         }
     }
 }
@@ -113,7 +130,7 @@ pub enum RecordError {
     /// An API request failed.
     #[error(transparent)]
     Api(#[from] Failure),
-    /// Encoding the ledger failed.
+    /// Encoding the ledger failed, or the ledger to be written would not be valid.
     #[error("encoding the ledger: {0}")]
     Encode(String),
 }
@@ -129,6 +146,84 @@ pub struct RecordOptions {
     pub dry_run: bool,
     /// Objects paused at once.
     pub concurrency: usize,
+    /// This run's id (the intent names it).
+    pub run_id: String,
+}
+
+/// How long after its last renewal the intent's lease holds: record sends no pause or mark
+/// once it lapsed, so a restore that saw the intent unchanged for longer acts safely.
+const LEASE: Duration = Duration::from_secs(10);
+/// How often the lease is renewed while record works.
+const RENEW: Duration = Duration::from_secs(3);
+
+/// The intent's lease (see [`crate::ledger::Intent`]).
+struct Lease<'a> {
+    store: &'a LedgerStore,
+    current: Mutex<Intent>,
+    /// When the last successful renewal (or the intent write) was sent.
+    renewed: Mutex<Instant>,
+    lost: AtomicBool,
+}
+
+impl Lease<'_> {
+    /// Whether writes may still be sent.
+    fn holds(&self) -> bool {
+        !self.lost.load(Ordering::Relaxed) && Instant::now() < *lock(&self.renewed) + LEASE
+    }
+
+    /// Renew every [`RENEW`] until `stop`; once the lease lapsed or the intent was changed by
+    /// someone else, it is lost for good (writes stop even if the server comes back).
+    async fn keep(&self, stop: &CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RENEW) => {}
+                _ = stop.cancelled() => return,
+            }
+            if !self.holds() {
+                tracing::warn!("the intent's lease lapsed: no further pauses in this run");
+                self.lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            let current = lock(&self.current).clone();
+            let next = Intent { beat: current.beat + 1, ..current.clone() };
+            let sent = Instant::now();
+            match self.store.renew(&current, &next).await {
+                Ok(()) => {
+                    *lock(&self.current) = next;
+                    *lock(&self.renewed) = sent;
+                }
+                Err(f) if f.class() == ErrorClass::TestFailed => {
+                    tracing::warn!("the intent was changed by someone else: no further pauses in this run");
+                    self.lost.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(f) => tracing::debug!(error = %f, "renewing the intent failed; trying again"),
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The failure of a write not sent because the lease is gone.
+fn lease_lost() -> Paused {
+    Paused::Failed(PauseFailure {
+        message: "not sent: this run's intent lease lapsed (the API server was unreachable too long, or another run \
+                  changed the ledger); rerun record"
+            .into(),
+        denied: false,
+    })
+}
+
+/// What record did, and the ledger it wrote (or, in a dry run, would write).
+#[derive(Debug)]
+pub struct Recorded {
+    /// Per-object results: the targets, then take-over results of earlier entries.
+    pub entries: Vec<RecordEntry>,
+    /// The ledger text.
+    pub ledger_yaml: String,
 }
 
 /// The state of the ledger ConfigMap before we write.
@@ -137,101 +232,99 @@ struct Existing {
     ledger: Option<Ledger>,
 }
 
-/// Record: write intent, pause and mark, confirm. Returns per-object results and the ledger.
+/// What became of one target.
+enum Paused {
+    /// Paused and marked (by this run, or our earlier write whose answer was lost).
+    Ours,
+    /// Paused by someone else in the meantime: theirs.
+    Theirs,
+    /// Deleted in the meantime.
+    Gone,
+    /// Not known to be paused; the entry stays in the ledger.
+    Failed(PauseFailure),
+}
+
+/// Record: write intent, pause and mark, confirm.
 pub async fn record(
     ctx: &Context,
     store: &LedgerStore,
     plan: &Plan,
     opts: &RecordOptions,
-) -> Result<(Vec<RecordEntry>, String), RecordError> {
+) -> Result<Recorded, RecordError> {
     let existing = read_existing(store, opts).await?;
-    let prev = existing.as_ref().and_then(|e| e.ledger.clone());
+    let prev = existing.as_ref().and_then(|e| e.ledger.as_ref());
 
-    // Which id marks our pauses, and which old marks must be re-written (take-over).
-    let mut upgrade = opts.upgrade.clone();
-    let mut retake: Vec<Entry> = Vec::new();
-    if let Some(p) = &prev
-        && p.upgrade != opts.upgrade
-    {
-        match opts.on_existing {
-            OnExisting::Merge => upgrade = p.upgrade.clone(),
-            OnExisting::TakeOver => retake = p.entries.clone(),
-            OnExisting::Refuse => {} // only reached when the old ledger is restored (read_existing)
-        }
-    }
-    let keep_prev = prev.as_ref().is_some_and(|p| p.upgrade == upgrade || opts.on_existing != OnExisting::Refuse);
+    // Which id marks our pauses; which earlier entries (and their own rules) we keep.
+    let upgrade = match prev {
+        Some(p) if opts.on_existing == OnExisting::Merge && !p.upgrade.is_empty() => p.upgrade.clone(),
+        _ => opts.upgrade.clone(),
+    };
+    let keep_prev = prev.filter(|p| p.upgrade == opts.upgrade || opts.on_existing != OnExisting::Refuse);
+    let mut carried: Vec<Entry> = keep_prev.map(|p| carry(p, &upgrade)).unwrap_or_default();
+    let before: Vec<Arc<ObjectRef>> = keep_prev.map(|p| p.paused_before.clone()).unwrap_or_default();
+    let paused_at = keep_prev.and_then(|p| p.paused_at).unwrap_or_else(Timestamp::now);
 
     // Read every target and decide.
     let steps: Vec<&Step> = plan.steps().collect();
-    let reads: Vec<(&Step, Result<Option<Value>, Failure>)> = futures::stream::iter(steps)
-        .map(|s| async move { (s, ctx.get(&Target::object(&s.entry.object, &s.resolved)).await) })
+    let reads: Vec<Result<Option<Value>, Failure>> = futures::stream::iter(&steps)
+        .map(|s| async move { ctx.get(&Target::object(&s.entry.object, &s.resolved)).await })
         .buffered(opts.concurrency.max(1))
         .collect()
         .await;
-    let mut results = Vec::new();
-    let mut to_pause: Vec<&Step> = Vec::new();
-    for (s, got) in reads {
-        let object = s.entry.object.clone();
+    let carried_at: HashMap<_, usize> = carried.iter().enumerate().map(|(i, e)| (e.object.identity(), i)).collect();
+    let mut results = Vec::with_capacity(steps.len());
+    let mut to_pause: Vec<usize> = Vec::new();
+    // Targets whose pause is about to be sent: in the intent, and never dropped from the
+    // ledger unless the object shows it is not ours.
+    let mut sending = vec![false; steps.len()];
+    for (i, (s, got)) in steps.iter().zip(reads).enumerate() {
         let entry = |outcome, error: Option<String>, uid| RecordEntry {
-            object: object.clone(),
+            object: s.entry.object.clone(),
             outcome,
             error,
             uid,
             denied: false,
         };
-        match got {
-            Err(e) if e.class() == ErrorClass::Forbidden => return Err(e.into()),
-            Err(e) => results.push(entry(RecordOutcome::Failed, Some(e.to_string()), None)),
-            Ok(None) => results.push(entry(RecordOutcome::Gone, None, None)),
+        let r = match got {
+            Err(f) if f.class() == ErrorClass::Forbidden => return Err(f.into()),
+            Err(f) => entry(RecordOutcome::Failed, Some(f.to_string()), None),
+            Ok(None) => entry(RecordOutcome::Gone, None, None),
             Ok(Some(obj)) => {
                 let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
+                // An earlier entry of this ledger may carry another of its marks.
+                let carried_mark = carried_at.get(&s.entry.object.identity()).and_then(|&c| carried[c].mark.clone());
                 match pause_state(&obj, &s.entry.field) {
-                    Err(m) => results.push(entry(RecordOutcome::Failed, Some(m), uid)),
+                    Err(m) => entry(RecordOutcome::Failed, Some(m), uid),
                     Ok(st) if st.paused == Some(true) => {
-                        let ours = matches!(
-                            decide(
-                                &st,
-                                &s.entry.field,
-                                &upgrade,
-                                ledger::Ownership::Marked,
-                                ledger::DEFAULT_FIELD_MANAGER
-                            ),
-                            Decision::Restore { .. }
-                        );
-                        let outcome = if ours { RecordOutcome::AlreadyOurs } else { RecordOutcome::PausedBefore };
-                        results.push(entry(outcome, None, uid));
+                        let mark = st.mark.as_deref().unwrap_or_default();
+                        let ours = !mark.is_empty() && (mark == upgrade || carried_mark.as_deref() == Some(mark));
+                        entry(if ours { RecordOutcome::AlreadyOurs } else { RecordOutcome::PausedBefore }, None, uid)
                     }
                     Ok(_) => {
-                        to_pause.push(s);
-                        results.push(entry(
-                            if opts.dry_run { RecordOutcome::WouldPause } else { RecordOutcome::Paused },
-                            None,
-                            uid,
-                        ));
+                        to_pause.push(i);
+                        sending[i] = true;
+                        entry(if opts.dry_run { RecordOutcome::WouldPause } else { RecordOutcome::Paused }, None, uid)
                     }
                 }
             }
-        }
+        };
+        results.push(r);
     }
-    let pausing: BTreeSet<Arc<ObjectRef>> = to_pause.iter().map(|s| s.entry.object.clone()).collect();
-    let by_obj: BTreeMap<Arc<ObjectRef>, &Entry> = plan.steps().map(|s| (s.entry.object.clone(), &s.entry)).collect();
-    let compose = |results: &[RecordEntry], intent: bool| -> Result<String, RecordError> {
-        let mut entries: Vec<Entry> =
-            if keep_prev { prev.as_ref().map(|p| p.entries.clone()).unwrap_or_default() } else { vec![] };
-        let mut before: Vec<Arc<ObjectRef>> =
-            if keep_prev { prev.as_ref().map(|p| p.paused_before.clone()).unwrap_or_default() } else { vec![] };
-        for r in results {
-            let listed = entries.iter().any(|e| e.object.identity() == r.object.identity());
-            let want = match r.outcome {
-                RecordOutcome::Paused | RecordOutcome::AlreadyOurs => true,
-                RecordOutcome::Failed => intent && pausing.contains(&r.object),
+
+    // The ledger as it will stand: earlier entries, then ours; theirs under pausedBefore.
+    let compose = |results: &[RecordEntry], carried: &[Entry]| {
+        let mut entries = carried.to_vec();
+        let mut before = before.clone();
+        for ((s, r), sent) in steps.iter().zip(results).zip(&sending) {
+            let listed = carried_at.contains_key(&r.object.identity());
+            let ours = match r.outcome {
+                RecordOutcome::Paused | RecordOutcome::AlreadyOurs | RecordOutcome::WouldPause => true,
+                // Sent, but not known to be applied: kept (restore finds it running if not).
+                RecordOutcome::Failed => *sent,
                 _ => false,
             };
-            if want
-                && !listed
-                && let Some(e) = by_obj.get(&r.object)
-            {
-                entries.push((*e).clone());
+            if ours && !listed {
+                entries.push(s.entry.clone());
             }
             if r.outcome == RecordOutcome::PausedBefore
                 && !listed
@@ -240,54 +333,86 @@ pub async fn record(
                 before.push(r.object.clone());
             }
         }
-        let paused_at = prev.as_ref().filter(|_| keep_prev).and_then(|p| p.paused_at).unwrap_or_else(Timestamp::now);
         render(&upgrade, paused_at, &entries, &before)
     };
 
     if opts.dry_run {
-        let yaml = compose(&results, false)?;
-        return Ok((results, yaml));
+        let yaml = compose(&results, &carried)?;
+        return Ok(Recorded { entries: results, ledger_yaml: yaml });
     }
 
-    // Take-over: re-mark the old upgrade's pauses with our id, each compare-and-set.
-    for e in &retake {
-        retake_mark(ctx, plan, e, &prev, &upgrade).await;
-    }
-
-    // (1) intent.
-    let intent = compose(&results, true)?;
-    let mut rv = match existing.as_ref() {
-        None => store.create(&intent).await?,
-        Some(e) => store.replace(&e.rv, &intent).await?,
+    // (1) intent, with a lease this run renews while it works.
+    let expires = LEASE + ctx.access().request_timeout() + Duration::from_secs(5);
+    let intent = Intent { run: opts.run_id.clone(), beat: 0, expires_after_seconds: expires.as_secs() };
+    let intent_yaml = compose(&results, &carried)?;
+    let sent = Instant::now();
+    match existing.as_ref() {
+        None => store.create(&intent_yaml, Some(&intent)).await?,
+        Some(e) => store.replace(&e.rv, &intent_yaml, Some(&intent)).await?,
     };
+    let lease = Lease { store, current: Mutex::new(intent), renewed: Mutex::new(sent), lost: AtomicBool::new(false) };
 
-    // (2) pause and mark.
-    let paused: Vec<(Arc<ObjectRef>, Result<(), PauseFailure>, bool)> = futures::stream::iter(to_pause)
-        .map(|s| pause_one(ctx, s, &upgrade))
-        .buffered(opts.concurrency.max(1))
-        .collect()
-        .await;
-    for (object, res, taken_by_other) in paused {
-        if let Some(r) = results.iter_mut().find(|r| r.object == object) {
-            match res {
-                Ok(()) => {}
-                Err(_) if taken_by_other => r.outcome = RecordOutcome::PausedBefore,
-                Err(e) => {
-                    r.outcome = RecordOutcome::Failed;
-                    r.error = Some(e.message);
-                    r.denied = e.denied;
+    // (2) take over the old marks, then pause and mark.
+    let stop = CancellationToken::new();
+    let work = async {
+        let mut taken = Vec::new();
+        if opts.on_existing == OnExisting::TakeOver && keep_prev.is_some_and(|p| p.upgrade != opts.upgrade) {
+            for e in carried.iter_mut() {
+                if let Some(r) = take_over(ctx, plan, e, &upgrade, &lease).await {
+                    taken.push(r);
                 }
+            }
+        }
+        let (steps_ref, upgrade_ref, lease_ref) = (&steps, upgrade.as_str(), &lease);
+        let paused: Vec<(usize, Paused)> = futures::stream::iter(to_pause.iter().copied())
+            .map(|i| async move { (i, pause_one(ctx, steps_ref[i], upgrade_ref, lease_ref).await) })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        stop.cancel();
+        (taken, paused)
+    };
+    let ((taken, paused), ()) = tokio::join!(work, lease.keep(&stop));
+    for (i, p) in paused {
+        let r = &mut results[i];
+        match p {
+            Paused::Ours => {}
+            Paused::Theirs => r.outcome = RecordOutcome::PausedBefore,
+            Paused::Gone => r.outcome = RecordOutcome::Gone,
+            Paused::Failed(e) => {
+                r.outcome = RecordOutcome::Failed;
+                r.error = Some(e.message);
+                r.denied = e.denied;
             }
         }
     }
 
     // (3) confirm.
-    let confirmed = compose(&results, false)?;
-    if confirmed != intent {
-        rv = store.replace(&rv, &confirmed).await?;
-    }
+    let confirmed = compose(&results, &carried)?;
+    let current = lock(&lease.current).clone();
+    let rv = store.confirm(&current, &confirmed).await?;
     tracing::debug!(resource_version = %rv, "ledger confirmed");
-    Ok((results, confirmed))
+    results.extend(taken);
+    Ok(Recorded { entries: results, ledger_yaml: confirmed })
+}
+
+/// An earlier ledger's entries, each keeping its own rule (mark, ownership, field manager)
+/// where it differs from the ledger we write (`upgrade`, marked, the default manager).
+fn carry(prev: &Ledger, upgrade: &str) -> Vec<Entry> {
+    prev.entries
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            let mark = e.mark.clone().unwrap_or_else(|| prev.upgrade.as_str().into());
+            e.mark = (!mark.is_empty() && &*mark != upgrade).then_some(mark);
+            let ownership = e.ownership.unwrap_or(prev.ownership);
+            e.ownership = (ownership != Ownership::Marked).then_some(ownership);
+            let fm = e.field_manager.clone().unwrap_or_else(|| prev.field_manager.as_str().into());
+            e.field_manager = (&*fm != DEFAULT_FIELD_MANAGER).then_some(fm);
+            e.line = None;
+            e
+        })
+        .collect()
 }
 
 async fn read_existing(store: &LedgerStore, opts: &RecordOptions) -> Result<Option<Existing>, RecordError> {
@@ -325,6 +450,8 @@ async fn read_existing(store: &LedgerStore, opts: &RecordOptions) -> Result<Opti
     Ok(Some(Existing { rv, ledger: Some(parsed) }))
 }
 
+/// The ledger text; checked by parsing it back, so record never writes a ledger restore
+/// would refuse.
 fn render(
     upgrade: &str,
     paused_at: Timestamp,
@@ -341,6 +468,12 @@ fn render(
         name: &'a str,
         field: &'a str,
         order: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upgrade: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ownership: Option<Ownership>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field_manager: Option<&'a str>,
     }
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -367,35 +500,52 @@ fn render(
                 name: &e.object.name,
                 field: e.field.as_str(),
                 order: e.order,
+                upgrade: e.mark.as_deref(),
+                ownership: e.ownership,
+                field_manager: e.field_manager.as_deref(),
             })
             .collect(),
         paused_before: before,
     };
-    serde_saphyr::to_string(&doc).map_err(|e| RecordError::Encode(e.to_string()))
+    let text = serde_saphyr::to_string(&doc).map_err(|e| RecordError::Encode(e.to_string()))?;
+    let mut data = std::collections::BTreeMap::from([(ledger::LEDGER_KEY.to_string(), text)]);
+    if let Err(e) = ledger::parse_configmap_data(&data) {
+        return Err(RecordError::Encode(format!("the ledger to be written is not valid: {e}")));
+    }
+    Ok(data.remove(ledger::LEDGER_KEY).unwrap_or_default())
 }
 
-/// Pause and mark one object; `(object, result, paused by someone else meanwhile)`.
-async fn pause_one(ctx: &Context, s: &Step, upgrade: &str) -> (Arc<ObjectRef>, Result<(), PauseFailure>, bool) {
-    let object = s.entry.object.clone();
-    let target = Target::object(&object, &s.resolved);
+/// Pause and mark one object, deciding by what the object shows, not by the answers: after a
+/// lost answer the retry finds our own write (resourceVersion moved, mark ours).
+async fn pause_one(ctx: &Context, s: &Step, upgrade: &str, lease: &Lease<'_>) -> Paused {
+    let target = Target::object(&s.entry.object, &s.resolved);
     let budget = ctx.budget();
-    let failed = |f: Failure| PauseFailure { message: f.to_string(), denied: f.class() == ErrorClass::Forbidden };
+    let failed = |f: Failure| {
+        Paused::Failed(PauseFailure { message: f.to_string(), denied: f.class() == ErrorClass::Forbidden })
+    };
     loop {
         let obj = match ctx.get_in(&budget, &target).await {
             Ok(Some(o)) => o,
-            Ok(None) => return (object, Err(PauseFailure::other("deleted before it could be paused")), false),
-            Err(f) => return (object, Err(failed(f)), false),
+            Ok(None) => return Paused::Gone,
+            Err(f) => return failed(f),
         };
         let patch = match pause_patch(&obj, &s.entry.field, upgrade) {
             Ok(Some(p)) => p,
-            // Paused between our read and now, by someone else: theirs, not ours.
-            Ok(None) => return (object, Err(PauseFailure::other("paused by someone else meanwhile")), true),
-            Err(m) => return (object, Err(PauseFailure::other(m)), false),
+            // Paused: by our own write (its answer lost), or by someone else meanwhile.
+            Ok(None) => {
+                let mark = pause_state(&obj, &s.entry.field).ok().and_then(|st| st.mark);
+                return if mark.as_deref() == Some(upgrade) { Paused::Ours } else { Paused::Theirs };
+            }
+            Err(m) => return Paused::Failed(PauseFailure { message: m, denied: false }),
         };
-        match ctx.patch_in(&budget, &target, &patch, ledger::DEFAULT_FIELD_MANAGER, false).await {
-            Ok(_) => return (object, Ok(()), false),
+        if !lease.holds() {
+            return lease_lost();
+        }
+        match ctx.patch_in(&budget, &target, &patch, DEFAULT_FIELD_MANAGER, false).await {
+            Ok(_) => return Paused::Ours,
             Err(f) if f.class() == ErrorClass::TestFailed && budget.take() => continue,
-            Err(f) => return (object, Err(failed(f)), false),
+            Err(f) if f.class() == ErrorClass::NotFound => return Paused::Gone,
+            Err(f) => return failed(f),
         }
     }
 }
@@ -406,15 +556,15 @@ struct PauseFailure {
     denied: bool,
 }
 
-impl PauseFailure {
-    fn other(message: impl Into<String>) -> Self {
-        Self { message: message.into(), denied: false }
+/// Take-over: re-write an earlier entry's mark to `upgrade` where its pause is still that
+/// upgrade's, with the same retries as pausing. `e.mark` is cleared when it now carries ours.
+/// `None` when there was nothing to take over (not paused, not that upgrade's).
+async fn take_over(ctx: &Context, plan: &Plan, e: &mut Entry, upgrade: &str, lease: &Lease<'_>) -> Option<RecordEntry> {
+    let old = e.mark.clone()?;
+    if e.ownership.unwrap_or(Ownership::Marked) != Ownership::Marked {
+        return None;
     }
-}
-
-/// Take-over: re-write the old upgrade's mark to ours where the pause is still the old upgrade's.
-async fn retake_mark(ctx: &Context, plan: &Plan, e: &Entry, prev: &Option<Ledger>, upgrade: &str) {
-    let Some(old) = prev.as_ref() else { return };
+    let report = |outcome, error| RecordEntry { object: e.object.clone(), outcome, error, uid: None, denied: false };
     // The old entry's kind may not be among our targets: resolve it the same way.
     let resolved = match plan
         .steps()
@@ -423,24 +573,47 @@ async fn retake_mark(ctx: &Context, plan: &Plan, e: &Entry, prev: &Option<Ledger
         Some(s) => s.resolved.clone(),
         None => match ctx.resolve(&e.object.api_version, &e.object.kind).await {
             Ok(Some(r)) => Arc::new(r),
-            _ => return,
+            Ok(None) => return Some(report(RecordOutcome::NotTakenOver, Some("its kind is not served".into()))),
+            Err(f) => return Some(report(RecordOutcome::NotTakenOver, Some(f.to_string()))),
         },
     };
     let target = Target::object(&e.object, &resolved);
-    let Ok(Some(obj)) = ctx.get(&target).await else {
-        return;
-    };
-    let Ok(st) = pause_state(&obj, &e.field) else { return };
-    if !matches!(decide(&st, &e.field, &old.upgrade, old.ownership, &old.field_manager), Decision::Restore { .. }) {
-        return;
-    }
-    let patch = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": st.resource_version},
-        {"op": "add", "path": mark_pointer(), "value": upgrade},
-    ]);
-    if let Err(err) =
-        ctx.access().json_patch(&target.name, &target.path, &patch, ledger::DEFAULT_FIELD_MANAGER, false).await
-    {
-        tracing::warn!(object = %target.name, error = %err, "could not take over the mark; it stays the old upgrade's");
+    let budget = ctx.budget();
+    let fm = e.field_manager.clone().unwrap_or_else(|| DEFAULT_FIELD_MANAGER.into());
+    let rule = Rule { ownership: Ownership::Marked, marks: [&old, ""], field_manager: &fm };
+    loop {
+        let obj = match ctx.get_in(&budget, &target).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return None,
+            Err(f) => return Some(report(RecordOutcome::NotTakenOver, Some(f.to_string()))),
+        };
+        let Ok(st) = pause_state(&obj, &e.field) else { return None };
+        if st.mark.as_deref() == Some(upgrade) {
+            // Already ours: our earlier write whose answer was lost.
+            e.mark = None;
+            return Some(report(RecordOutcome::TakenOver, None));
+        }
+        if !matches!(decide(&st, &e.field, &rule), Decision::Restore { .. }) {
+            return None;
+        }
+        if !lease.holds() {
+            return Some(report(RecordOutcome::NotTakenOver, Some("not sent: this run's intent lease lapsed".into())));
+        }
+        let patch = json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": st.resource_version},
+            {"op": "test", "path": mark_pointer(), "value": &*old},
+            {"op": "replace", "path": mark_pointer(), "value": upgrade},
+        ]);
+        match ctx.patch_in(&budget, &target, &patch, &fm, false).await {
+            Ok(_) => {
+                e.mark = None;
+                return Some(report(RecordOutcome::TakenOver, None));
+            }
+            Err(f) if f.class() == ErrorClass::TestFailed && budget.take() => continue,
+            Err(f) => {
+                tracing::warn!(object = %target.name, error = %f, "could not take over the mark; the ledger keeps the old id for it");
+                return Some(report(RecordOutcome::NotTakenOver, Some(f.to_string())));
+            }
+        }
     }
 }

@@ -16,6 +16,9 @@ pub struct Step {
     pub entry: Entry,
     /// Where its API lives (one per kind, shared by its steps).
     pub resolved: Arc<Resolved>,
+    /// `rescue`: the generation it listed; a different one means the object changed since
+    /// the operator saw the list, and it is left alone.
+    pub pin: Option<i64>,
 }
 
 /// Entries of one `order`, restored concurrently.
@@ -49,6 +52,18 @@ impl Plan {
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.waves.iter().flat_map(|w| &w.steps)
     }
+
+    /// Keep only the steps `pin` gives a generation for, each pinned to it (`rescue`).
+    pub fn pinned(mut self, mut pin: impl FnMut(&Step) -> Option<i64>) -> Self {
+        for w in &mut self.waves {
+            w.steps.retain_mut(|s| {
+                s.pin = pin(s);
+                s.pin.is_some()
+            });
+        }
+        self.waves.retain(|w| !w.steps.is_empty());
+        self
+    }
 }
 
 /// Why a plan could not be made.
@@ -72,7 +87,7 @@ pub fn waves(entries: &[Entry], resolved: &HashMap<(String, String), Arc<Resolve
     let mut by_order: BTreeMap<i32, Vec<Step>> = sizes.into_iter().map(|(o, n)| (o, Vec::with_capacity(n))).collect();
     for e in entries {
         if let Some(r) = resolved.get(&(e.object.api_version.clone(), e.object.kind.clone())) {
-            by_order.entry(e.order).or_default().push(Step { entry: e.clone(), resolved: r.clone() });
+            by_order.entry(e.order).or_default().push(Step { entry: e.clone(), resolved: r.clone(), pin: None });
         }
     }
     let waves = by_order.into_iter().filter(|(_, steps)| !steps.is_empty());

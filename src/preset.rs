@@ -32,16 +32,15 @@ impl Preset {
                 let ns = namespace.unwrap_or(HARVESTER_NAMESPACE);
                 HARVESTER_CHARTS
                     .iter()
-                    .map(|(name, order)| Entry {
-                        object: std::sync::Arc::new(ObjectRef {
+                    .map(|(name, order)| {
+                        let object = std::sync::Arc::new(ObjectRef {
                             api_version: MANAGED_CHART_API_VERSION.into(),
                             kind: MANAGED_CHART_KIND.into(),
                             namespace: Some(ns.into()),
                             name: (*name).into(),
-                        }),
-                        field: FieldPath::parse("spec.paused").unwrap_or_else(|_| unreachable!("a valid literal")),
-                        order: *order,
-                        line: None,
+                        });
+                        let field = FieldPath::parse("spec.paused").unwrap_or_else(|_| unreachable!("a valid literal"));
+                        Entry::new(object, field, *order)
                     })
                     .collect()
             }

@@ -36,8 +36,10 @@ pub enum ErrorClass {
     TestFailed,
     /// 404 for the object.
     NotFound,
-    /// 403: RBAC, or an admission webhook's denial.
+    /// 403 from RBAC: the ServiceAccount lacks a permission.
     Forbidden,
+    /// 403 from admission (a webhook or a ValidatingAdmissionPolicy denied the request).
+    Denied,
     /// Anything else (400, 401, 422, ...): retrying cannot help.
     Permanent,
 }
@@ -49,7 +51,8 @@ pub fn classify(e: &ApiError) -> ErrorClass {
         ApiError::Transport { .. } | ApiError::Timeout { .. } | ApiError::Deadline { .. } => ErrorClass::Transient,
         ApiError::Decode { .. } => ErrorClass::Permanent,
         ApiError::Status { code, reason, .. } => match *code {
-            403 => ErrorClass::Forbidden,
+            403 if e.is_rbac_forbidden() => ErrorClass::Forbidden,
+            403 => ErrorClass::Denied,
             404 if e.is_object_not_found() => ErrorClass::NotFound,
             // The resource itself is not served right now (see `api::is_object_not_found`).
             404 => ErrorClass::Transient,
@@ -315,7 +318,10 @@ mod tests {
         assert_eq!(classify(&status(429, "TooManyRequests", "")), ErrorClass::Transient);
         assert_eq!(classify(&status(409, "Conflict", "")), ErrorClass::Transient);
         assert_eq!(classify(&status(409, "AlreadyExists", "")), ErrorClass::Permanent);
-        assert_eq!(classify(&status(403, "Forbidden", "")), ErrorClass::Forbidden);
+        let rbac = r#"managedcharts.management.cattle.io "h" is forbidden: User "system:serviceaccount:ns:sa" cannot patch resource "managedcharts" in API group "management.cattle.io" in the namespace "fleet-local""#;
+        assert_eq!(classify(&status(403, "Forbidden", rbac)), ErrorClass::Forbidden);
+        let webhook = r#"admission webhook "deny.example.com" denied the request: frozen"#;
+        assert_eq!(classify(&status(403, "Forbidden", webhook)), ErrorClass::Denied);
         assert_eq!(classify(&status(404, "NotFound", "")), ErrorClass::NotFound);
         assert_eq!(
             classify(&status(422, "", "testing value /spec/paused failed: test failed")),

@@ -37,6 +37,10 @@ async fn an_outage_is_waited_out_and_exit_6_means_the_deadline_passed() {
     let (mid_names, mid_ledger) = seed_paused(&mid, "m", 600).await;
     let start = namespace("outage-start").await;
     let (start_names, start_ledger) = seed_paused(&start, "s", 5).await;
+    // Asks every 100 ms: it reaches the server the moment it listens again, before the CRDs are
+    // registered (discovery answers 404 for them then).
+    let eager = namespace("outage-eager").await;
+    let (eager_names, eager_ledger) = seed_paused(&eager, "e", 3).await;
     let late = namespace("outage-late").await;
     let (_, late_ledger) = seed_paused(&late, "l", 3).await;
 
@@ -51,10 +55,18 @@ async fn an_outage_is_waited_out_and_exit_6_means_the_deadline_passed() {
     // At the start: the ledger read itself finds nothing listening.
     let start_run =
         command(cp().kubeconfig_path(), &["restore", "--ledger", &start_ledger, "-o", "json"]).spawn().unwrap();
+    let eager_run = command(
+        cp().kubeconfig_path(),
+        &["restore", "--ledger", &eager_ledger, "-o", "json", "--min-delay", "20ms", "--max-delay", "100ms"],
+    )
+    .spawn()
+    .unwrap();
     tokio::time::sleep(outage.saturating_sub(stopped.elapsed())).await;
     start_apiserver().await;
 
-    for (child, ns, names) in [(mid_run, &mid, &mid_names), (start_run, &start, &start_names)] {
+    for (child, ns, names) in
+        [(mid_run, &mid, &mid_names), (start_run, &start, &start_names), (eager_run, &eager, &eager_names)]
+    {
         let r = report(&child.wait_with_output().await.unwrap());
         assert_eq!(r.code, 0, "{ns}: {r:#?}");
         assert_eq!(count_paused(ns).await, 0, "{ns}: {r:#?}");

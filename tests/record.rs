@@ -122,6 +122,9 @@ async fn a_record_killed_mid_way_loses_no_pause() {
         ns.as_str(),
         "--concurrency",
         "1",
+        // The intent's lease outlives the run by the lease plus one request: kept short here.
+        "--request-timeout",
+        "2s",
     ];
     args.extend(names.iter().map(String::as_str));
     let mut child = command(&slow, &args).spawn().unwrap();
@@ -151,27 +154,99 @@ async fn rescue_touches_only_the_presets_paused_charts_and_only_with_the_flag() 
     let all = ["harvester", "harvester-crd", "rancher-monitoring-crd", "rancher-logging-crd", "unrelated"];
     let before = versions(&ns, &all).await;
 
-    let refused = run(&["rescue", "--preset", "harvester", "--namespace", &ns, "-o", "json"]).await;
+    // A recorded upgrade found rancher-logging-crd paused before it: an administrator's.
+    let ledger = format!(
+        "version: pause-ledger/v1\nupgrade: recorded-upgrade\npausedAt: 2026-11-27T10:00:00Z\nentries:\n  - namespace: {ns}\n    name: rancher-monitoring-crd\npausedBefore:\n  - namespace: {ns}\n    name: rancher-logging-crd\n"
+    );
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger)]).await;
+    let rescue = |extra: &[&str]| {
+        let l = format!("{ns}/pause-ledger");
+        let mut args = vec!["rescue", "--preset", "harvester", "--namespace", &ns, "--ledger", &l, "-o", "json"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move { run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+
+    let refused = rescue(&[]).await;
     assert_eq!(refused.code, 2, "{refused:#?}");
     assert!(refused.stderr.contains("will unpause") && refused.stderr.contains("harvester-crd"), "{}", refused.stderr);
     assert!(refused.stderr.contains("--acknowledge-unknown-ownership"), "{}", refused.stderr);
-    let dry = run(&["rescue", "--preset", "harvester", "--namespace", &ns, "--dry-run", "-o", "json"]).await;
+    let dry = rescue(&["--dry-run"]).await;
     assert_eq!(dry.code, 0, "{dry:#?}");
     assert_eq!(dry.outcomes()["harvester-crd"], "would-restore");
     assert_eq!(versions(&ns, &all).await, before, "refused or dry-run rescue changed something");
 
-    let r =
-        run(&["rescue", "--preset", "harvester", "--namespace", &ns, "--acknowledge-unknown-ownership", "-o", "json"])
-            .await;
+    let r = rescue(&["--acknowledge-unknown-ownership"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let o = r.outcomes();
+    // Exactly what it listed: the one chart paused with nothing recorded about it.
+    assert_eq!(o.len(), 1, "{o:?}");
     assert_eq!(o["harvester-crd"], "restored");
-    assert_eq!(o["rancher-logging-crd"], "restored");
-    assert_eq!(o["harvester"], "already-running");
-    assert_eq!(o["rancher-monitoring-crd"], "not-ours", "a recorded upgrade's pause is for its ledger");
-    assert!(!o.contains_key("unrelated"));
-    assert!(paused(&ns, "unrelated").await && paused(&ns, "rancher-monitoring-crd").await);
+    assert!(r.stderr.contains("lists it as paused before the upgrade"), "{}", r.stderr);
+    for n in ["unrelated", "rancher-monitoring-crd", "rancher-logging-crd"] {
+        assert!(paused(&ns, n).await, "{n}");
+    }
     assert!(event_reasons(&ns, "harvester-crd").await.contains(&"RescueRestored".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescue_acts_only_on_the_objects_it_listed_as_it_listed_them() {
+    use tokio::io::AsyncBufReadExt as _;
+    let ns = namespace("rescue-pin").await;
+    for n in ["harvester", "harvester-crd", "rancher-monitoring-crd", "rancher-logging-crd"] {
+        create_chart(&ns, n).await;
+    }
+    set_paused_by_hand(&ns, "harvester-crd", true).await;
+    // Every chart request waits 1.5 s before it reaches the server: time to act in between.
+    let (_proxy, slow) = proxied(fault_proxy::Faults {
+        seed: 3,
+        latency_rate: 1.0,
+        latency_min: Duration::from_millis(1500),
+        latency_max: Duration::from_millis(1500),
+        path_filter: Some("managedcharts".into()),
+        ..Default::default()
+    });
+    let args = [
+        "rescue",
+        "--preset",
+        "harvester",
+        "--namespace",
+        &ns,
+        "--acknowledge-unknown-ownership",
+        "-o",
+        "json",
+        "--log-format",
+        "json",
+    ];
+    let mut child = command(&slow, &args).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    // The list is shown once `harvester` (listed last) was found running.
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("\"running\"") && line.contains("/harvester\"") {
+            break;
+        }
+    }
+    // After the listing: an administrator pauses harvester, and pauses harvester-crd afresh.
+    set_paused_by_hand(&ns, "harvester", true).await;
+    set_paused_by_hand(&ns, "harvester-crd", false).await;
+    set_paused_by_hand(&ns, "harvester-crd", true).await;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(out.status.code(), Some(0), "{report}\n{log}");
+    let entries = report["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only the listed chart: {report}");
+    assert_eq!(entries[0]["object"]["name"], "harvester-crd");
+    assert_eq!(entries[0]["outcome"], "not-ours", "{report}");
+    assert!(entries[0]["detail"].as_str().unwrap().contains("changed after rescue listed it"), "{report}");
+    assert!(paused(&ns, "harvester").await, "a chart paused after the listing was unpaused");
+    assert!(paused(&ns, "harvester-crd").await, "a fresh pause after the listing was unpaused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

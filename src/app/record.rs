@@ -14,7 +14,7 @@ use crate::exit::Exit;
 use crate::kinds::{self, FieldPath, ObjectRef};
 use crate::ledger::{self, Entry, Issue, LedgerError};
 use crate::ledger_store::LedgerStore;
-use crate::pause::{RecordEntry, RecordOptions, RecordOutcome};
+use crate::pause::{RecordEntry, RecordOptions, RecordOutcome, Recorded};
 use crate::plan;
 use crate::preset::Preset;
 use crate::report::{Format, write_json};
@@ -113,16 +113,17 @@ async fn record_targets(run: &Run<'_>, args: &RecordArgs) -> Result<RecordReport
         on_existing: args.on_existing.into(),
         dry_run: run.args.dry_run,
         concurrency: usize::from(run.args.concurrency),
+        run_id: run.run_id.clone(),
     };
     let store = LedgerStore::new(&run.entries, at);
-    let (results, yaml) = tokio::select! {
+    let Recorded { entries: results, ledger_yaml: yaml } = tokio::select! {
         r = crate::pause::record(&run.entries, &store, &plan, &opts) => r?,
         _ = run.ctx.cancel().cancelled() => {
             return Err(RunError::Terminated("while recording; rerun record with the same --upgrade to finish"));
         }
     };
     let count = |o: RecordOutcome| results.iter().filter(|r| r.outcome == o).count();
-    let failed = count(RecordOutcome::Failed);
+    let failed = count(RecordOutcome::Failed) + count(RecordOutcome::NotTakenOver);
     let exit = if failed == 0 {
         Exit::Success
     } else if results.iter().any(|r| r.outcome == RecordOutcome::Failed && r.denied) {
@@ -130,14 +131,20 @@ async fn record_targets(run: &Run<'_>, args: &RecordArgs) -> Result<RecordReport
     } else {
         Exit::PartialFailure
     };
-    let message = format!(
+    let mut message = format!(
         "{} paused, {} already ours, {} paused before the upgrade (never restored), {} gone, {} failed",
         count(RecordOutcome::Paused),
         count(RecordOutcome::AlreadyOurs),
         count(RecordOutcome::PausedBefore),
         count(RecordOutcome::Gone),
-        failed,
+        count(RecordOutcome::Failed),
     );
+    let (taken, not_taken) = (count(RecordOutcome::TakenOver), count(RecordOutcome::NotTakenOver));
+    if taken + not_taken > 0 {
+        message.push_str(&format!(
+            "; {taken} earlier entries taken over, {not_taken} not (they keep their old upgrade's mark in the ledger)"
+        ));
+    }
     emit_events(run, args, &results, &message).await;
     tracing::info!("{message}");
     Ok(RecordReport::new(args, exit, message, results, Some(yaml)))
@@ -221,7 +228,7 @@ async fn targets(run: &Run<'_>, args: &RecordArgs, issues: &mut Vec<Issue>) -> R
             name,
         };
         let order = args.order.unwrap_or_else(|| kinds::default_order(&object));
-        out.push(Entry { object: object.into(), field: field.clone(), order, line: None });
+        out.push(Entry::new(object.into(), field.clone(), order));
     }
     Ok(out)
 }

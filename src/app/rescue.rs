@@ -1,6 +1,8 @@
 //! `pause-ledger rescue`: a preset's paused objects, for clusters whose upgrade recorded
 //! nothing (ownership unknown).
 
+use std::collections::{HashMap, HashSet};
+
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -12,8 +14,9 @@ use crate::error::RunError;
 use crate::events::Reason;
 use crate::exit::Exit;
 use crate::ledger::{self, Ownership};
+use crate::ledger_store::LedgerStore;
 use crate::outcome;
-use crate::ownership::pause_state;
+use crate::ownership::{KEEP_PAUSED_ANNOTATION, pause_state};
 use crate::plan;
 use crate::preset::Preset;
 use crate::report::Report;
@@ -36,25 +39,47 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
         p = plan::resolve(&run.entries, &entries) => p?,
         _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("during discovery")),
     };
-    // List what would be touched before touching anything.
-    let mut paused_now = 0;
+    // What a recorded upgrade found paused before it is an administrator's: never rescued.
+    let ledger = LedgerStore::new(&run.entries, &args.ledger.ledger).read().await?;
+    let paused_before: HashSet<_> = match ledger.map(|l| ledger::parse_configmap_data(&l.data)) {
+        Some(Ok(l)) => l.paused_before.iter().map(|o| o.identity()).collect(),
+        Some(Err(e)) => {
+            tracing::warn!(ledger = %args.ledger.ledger, error = %e, "the ledger is invalid: its pausedBefore list cannot be honoured");
+            return Err(e.into());
+        }
+        None => HashSet::new(),
+    };
+    // List what would be touched before touching anything; act on exactly that list, each
+    // object pinned to the generation shown.
+    let mut listed: HashMap<_, i64> = HashMap::new();
     for step in plan.steps() {
         let o = &step.entry.object;
         let obj = run.entries.get(&Target::object(o, &step.resolved)).await?;
         match obj.map(|obj| pause_state(&obj, &step.entry.field)) {
-            Some(Ok(s)) if s.paused == Some(true) && s.mark.is_none() => {
-                tracing::info!(object = %o, "will unpause: paused now, nothing recorded who paused it");
-                paused_now += 1;
+            Some(Ok(s)) if s.paused != Some(true) => tracing::info!(object = %o, "running"),
+            Some(Ok(s)) if s.keep_paused => {
+                tracing::info!(object = %o, "will not touch: kept paused by an administrator (annotation {KEEP_PAUSED_ANNOTATION})")
             }
-            Some(Ok(s)) if s.paused == Some(true) => tracing::info!(
+            Some(Ok(s)) if s.mark.is_some() => tracing::info!(
                 object = %o, mark = s.mark.as_deref().unwrap_or_default(),
                 "will not touch: marked by a recorded upgrade; restore its ledger instead"
             ),
-            Some(Ok(_)) => tracing::info!(object = %o, "running"),
+            Some(Ok(_)) if paused_before.contains(&o.identity()) => tracing::info!(
+                object = %o, ledger = %args.ledger.ledger,
+                "will not touch: the ledger lists it as paused before the upgrade"
+            ),
+            Some(Ok(s)) => match s.generation {
+                Some(g) => {
+                    tracing::info!(object = %o, generation = g, "will unpause: paused now, nothing recorded who paused it");
+                    listed.insert(o.identity(), g);
+                }
+                None => tracing::warn!(object = %o, "will not touch: no metadata.generation to pin it to"),
+            },
             Some(Err(m)) => tracing::warn!(object = %o, "{m}"),
             None => tracing::info!(object = %o, "does not exist"),
         }
     }
+    let paused_now = listed.len();
     if paused_now == 0 {
         return Ok(run.report(Exit::Success, vec![], "nothing of the preset is paused".into()));
     }
@@ -73,6 +98,7 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
         dry_run: run.args.dry_run,
         grace: run.args.grace,
     };
+    let plan = plan.pinned(|s| listed.get(&s.entry.object.identity()).copied());
     let results = run.restore_plan(&plan, &opts, &args.verify).await;
     if !run.args.dry_run {
         emit_entry_events(run.ctx.events(), &results, Reason::RescueRestored, run.args.max_object_events).await;

@@ -1,5 +1,8 @@
 //! `pause-ledger restore`: from the ledger.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -9,7 +12,7 @@ use crate::error::RunError;
 use crate::events::Reason;
 use crate::exit::Exit;
 use crate::kinds::ObjectRef;
-use crate::ledger::{self, Ownership};
+use crate::ledger::{self, Ledger, Ownership};
 use crate::ledger_store::LedgerStore;
 use crate::outcome;
 use crate::plan;
@@ -30,11 +33,7 @@ pub async fn restore(global: &Global, args: &RestoreArgs, cancel: CancellationTo
 async fn restore_ledger(run: &Run<'_>, args: &RestoreArgs) -> Result<Report, RunError> {
     let at = &args.ledger.ledger;
     let store = LedgerStore::new(&run.ctx, at);
-    let stored = tokio::select! {
-        r = store.read() => r?,
-        _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("before the ledger was read")),
-    };
-    let Some(stored) = stored else {
+    let Some((ledger, status_text, ledger_uid)) = read_ledger(run, &store).await? else {
         return match args.if_missing {
             IfMissing::Ok => {
                 tracing::info!("no ledger: nothing was recorded, nothing to restore");
@@ -47,16 +46,19 @@ async fn restore_ledger(run: &Run<'_>, args: &RestoreArgs) -> Result<Report, Run
             IfMissing::Fail => Err(RunError::LedgerMissing(at.clone())),
         };
     };
-    let ledger = ledger::parse_configmap_data(&stored.data)?;
-    let (status_text, ledger_uid) = (stored.status, stored.uid);
-    // The ledger's text (~150 bytes an entry) is not needed once parsed.
-    drop(stored.data);
     run.set_upgrade(&ledger.upgrade);
     tracing::info!(
         entries = ledger.entries.len(), ownership = ?ledger.ownership, dry_run = run.args.dry_run, "read ledger"
     );
-    if ledger.ownership == Ownership::Unmarked {
-        tracing::warn!("ledger has no ownership marks: 'still paused' is the only check (see docs/ledger.md)");
+    let unmarked = ledger.ownership == Ownership::Unmarked
+        || ledger.entries.iter().any(|e| e.ownership == Some(Ownership::Unmarked));
+    if unmarked && !args.allow_unmarked {
+        return Err(RunError::UnmarkedRefused(at.clone()));
+    }
+    if unmarked {
+        tracing::warn!(
+            "ledger has entries without ownership marks: 'still paused' is their only check (see docs/ledger.md)"
+        );
     }
     if !args.force
         && !run.args.dry_run
@@ -124,4 +126,54 @@ async fn restore_ledger(run: &Run<'_>, args: &RestoreArgs) -> Result<Report, Run
         events.emit(&cm, ledger_uid.as_deref(), reason, &line).await;
     }
     Ok(run.report(exit, results, message))
+}
+
+/// How often a restore that waits for a `record` in its intent phase reads the ledger again.
+const INTENT_POLL: Duration = Duration::from_secs(1);
+
+/// Read and parse the ledger: `(ledger, status text, ConfigMap uid)`, `None` when there is
+/// none. While a `record` run is between its intent and its confirmation, wait for it (until
+/// this run's entry deadline): its entries are not paused yet, and a restore now would find
+/// them running and call the ledger done. An intent whose lease was not renewed for its
+/// `expiresAfterSeconds` (measured on this run's clock) belongs to a run that sends no more
+/// writes: it is restored as it stands.
+async fn read_ledger(
+    run: &Run<'_>,
+    store: &LedgerStore,
+) -> Result<Option<(Ledger, Option<String>, Option<String>)>, RunError> {
+    // The intent last seen, and since when it has not changed.
+    let mut seen: Option<(ledger::Intent, Instant)> = None;
+    loop {
+        let stored = tokio::select! {
+            r = store.read() => r?,
+            _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("before the ledger was read")),
+        };
+        let Some(stored) = stored else { return Ok(None) };
+        let ledger = ledger::parse_configmap_data(&stored.data)?;
+        if let Some(intent) = &ledger.intent {
+            let since = match &seen {
+                Some((i, t)) if i == intent => *t,
+                _ => {
+                    if seen.is_none() {
+                        tracing::info!(record_run = %intent.run, "record is still writing this ledger; waiting for it");
+                    }
+                    seen = Some((intent.clone(), Instant::now()));
+                    Instant::now()
+                }
+            };
+            let expires = Duration::from_secs(intent.expires_after_seconds);
+            if since.elapsed() < expires {
+                if Instant::now() + INTENT_POLL >= run.entries.deadline() {
+                    return Err(RunError::RecordInProgress { at: store.at().clone(), run: intent.run.clone() });
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(INTENT_POLL) => continue,
+                    _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("while waiting for record")),
+                }
+            }
+            tracing::warn!(record_run = %intent.run, "the record run that wrote this ledger stopped renewing its intent: restoring what it intended");
+        }
+        // The ledger's text (~150 bytes an entry) is not kept once parsed.
+        return Ok(Some((ledger, stored.status, stored.uid)));
+    }
 }

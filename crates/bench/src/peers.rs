@@ -20,7 +20,7 @@ use pause_ledger::context::Context;
 use pause_ledger::ledger::{self, Ledger, LedgerRef};
 use pause_ledger::ledger_store::LedgerStore;
 use pause_ledger::outcome::{EntryReport, Outcome};
-use pause_ledger::ownership::{Decision, decide, pause_state};
+use pause_ledger::ownership::{Decision, Rule, decide, pause_state};
 use pause_ledger::retry::{Budget, ErrorClass, Policy, classify};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -337,7 +337,9 @@ async fn settle(
         let Ok(state) = pause_state(&current, &e.field) else {
             return Outcome::Failed;
         };
-        match decide(&state, &e.field, &ledger.upgrade, ledger.ownership, &ledger.field_manager) {
+        let rule =
+            Rule { ownership: ledger.ownership, marks: ["", &ledger.upgrade], field_manager: &ledger.field_manager };
+        match decide(&state, &e.field, &rule) {
             Decision::AlreadyRunning { .. } => return Outcome::AlreadyRunning,
             Decision::NotOurs { .. } => return Outcome::NotOurs,
             Decision::Malformed { .. } => return Outcome::Failed,
