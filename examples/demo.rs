@@ -40,10 +40,11 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     let ar = crds::managed_chart_resource();
     for name in CHARTS {
         let mut mc = DynamicObject::new(name, &ar).within(NS);
-        mc.data = json!({"spec": {"chart": name, "version": "1.6.0", "paused": false}});
+        // Shaped like Harvester's charts: they target the local cluster, so Fleet deploys them.
+        mc.data = json!({"spec": kubeenv::harvester::managed_chart_spec(name, "1.6.0")});
         charts.create(&PostParams::default(), &mc).await?;
     }
-    // TEST DOUBLE: stands in for Rancher's ManagedChart controller (Bundles mcc-*, Ready).
+    // TEST DOUBLE: stands in for Rancher's ManagedChart controller and Fleet (Bundles mcc-*, Ready).
     let _rancher = RancherStandIn::spawn(client.clone(), NS);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -157,14 +158,13 @@ async fn print_table(client: &kube::Client) -> anyhow::Result<()> {
     println!("{:<24} {:<8} {:<22} {:<16} READY", "MANAGEDCHART", "PAUSED", "MARK", "BUNDLE PAUSED");
     for name in CHARTS {
         let c = serde_json::to_value(charts.get(name).await?)?;
-        let b = bundles.get_opt(&format!("mcc-{name}")).await?.map(serde_json::to_value).transpose()?;
+        let b = bundles.get_opt(&kubeenv::rancher::bundle_name(name)).await?.map(serde_json::to_value).transpose()?;
         let paused = c.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false);
         let mark = c.pointer("/metadata/annotations/pause-ledger.io~1paused-by").and_then(Value::as_str).unwrap_or("-");
+        // Rancher's Go struct omits `paused` when false: an existing Bundle without it runs.
         let bundle = b
             .as_ref()
-            .and_then(|b| b.pointer("/spec/paused"))
-            .and_then(Value::as_bool)
-            .map(|p| p.to_string())
+            .map(|b| (b.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)).to_string())
             .unwrap_or_else(|| "-".into());
         let ready = c
             .pointer("/status/conditions")

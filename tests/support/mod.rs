@@ -37,11 +37,14 @@ pub fn charts(ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(admin(), ns, &crds::managed_chart_resource())
 }
 
-/// Create a running (unpaused) ManagedChart.
+/// Create a running (unpaused) ManagedChart that targets the local cluster, as Harvester's do
+/// (without targets Fleet would deploy it nowhere).
 pub async fn create_chart(ns: &str, name: &str) -> DynamicObject {
     let ar = crds::managed_chart_resource();
     let mut obj = DynamicObject::new(name, &ar).within(ns);
-    obj.data = json!({"spec": {"chart": name, "version": "1.0.0", "paused": false}});
+    obj.data = json!({"spec": {
+        "chart": name, "version": "1.0.0", "paused": false, "targets": [{"clusterName": kubeenv::rancher::LOCAL_CLUSTER}],
+    }});
     charts(ns).create(&PostParams::default(), &obj).await.expect("create chart")
 }
 
@@ -55,16 +58,25 @@ pub async fn create_charts(ns: &str, names: &[String]) {
         .await;
 }
 
-/// Pause a chart the way the pause side does: mark + field manager `pause-ledger`, CAS.
+/// Pause a chart the way the pause side does: mark + field manager `pause-ledger`, CAS. Rancher
+/// writes the chart's status often while it rolls out, so a failed resourceVersion test is
+/// retried on a fresh read.
 pub async fn pause_as_upgrade(ns: &str, name: &str, upgrade: &str) {
     let api = charts(ns);
-    let obj = api.get(name).await.expect("get chart");
-    let value = serde_json::to_value(&obj).expect("json");
     let field = FieldPath::parse("spec.paused").expect("field");
-    let patch = pause_patch(&value, &field, upgrade).expect("pause patch").expect("not yet paused");
     let access = pause_ledger::api::Access::new(admin(), Duration::from_secs(10));
     let path = format!("/apis/management.cattle.io/v3/namespaces/{ns}/managedcharts/{name}");
-    access.json_patch(name, &path, &patch, "pause-ledger", false).await.expect("pause as upgrade");
+    for _ in 0..20 {
+        let obj = api.get(name).await.expect("get chart");
+        let value = serde_json::to_value(&obj).expect("json");
+        let patch = pause_patch(&value, &field, upgrade).expect("pause patch").expect("not yet paused");
+        match access.json_patch(name, &path, &patch, "pause-ledger", false).await {
+            Ok(_) => return,
+            Err(e) if e.is_failed_test() => {}
+            Err(e) => panic!("pause as upgrade: {e:?}"),
+        }
+    }
+    panic!("pause as upgrade: {ns}/{name} kept changing under 20 attempts");
 }
 
 /// Set `spec.paused` the way an administrator does with `kubectl patch --type merge`.

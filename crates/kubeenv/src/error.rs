@@ -73,6 +73,16 @@ pub enum Error {
     /// The API server answered something we cannot use.
     #[error("unexpected API answer: {0}")]
     Unexpected(String),
+    /// A condition a test double waits for did not hold in time.
+    #[error("{what}: not reached after {timeout:?}; last seen: {last}")]
+    WaitTimedOut {
+        /// What was awaited.
+        what: String,
+        /// How long we waited.
+        timeout: Duration,
+        /// The last observation.
+        last: String,
+    },
     /// The shared instance failed to start (the first caller's error, as text).
     #[error("shared control plane failed to start: {0}")]
     Shared(String),

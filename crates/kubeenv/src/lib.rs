@@ -1,11 +1,13 @@
 //! Throw-away Kubernetes control plane (etcd + kube-apiserver, no controllers) for pause-ledger's
-//! integration tests, demo and benchmarks, plus the CRDs and a Rancher test double they need.
+//! integration tests, demo and benchmarks, plus the CRDs and the Rancher/Fleet/Harvester test
+//! doubles they need.
 #![forbid(unsafe_code)]
 
 pub mod binaries;
 pub mod control_plane;
 pub mod crds;
 mod error;
+pub mod harvester;
 pub mod pki;
 pub mod process;
 pub mod rancher;

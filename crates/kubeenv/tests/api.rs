@@ -1,16 +1,17 @@
-//! API-level behaviour of the local control plane: RBAC with TokenRequest tokens, CRD schema
-//! validation, and the Rancher stand-in. One shared control plane; one namespace per test.
+//! API-level behaviour of the local control plane: RBAC with TokenRequest tokens and CRD schema
+//! validation (the Rancher stand-in has its own tests in `rancher.rs`). One shared control plane;
+//! one namespace per test.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{bundles, charts, condition, create_chart, eventually, observed};
+use common::{charts, create_chart, eventually};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use pause_ledger_kubeenv::{ControlPlane, Mode, RancherStandIn};
+use pause_ledger_kubeenv::ControlPlane;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -110,97 +111,4 @@ async fn schema_violations_are_rejected_with_422() {
     });
     let stored = create_chart(&admin, &ns, "good", spec.clone()).await.unwrap();
     assert_eq!(stored.data["spec"], spec);
-}
-
-#[tokio::test]
-async fn stand_in_normal_mirrors_paused_into_bundle() {
-    let cp = ControlPlane::shared().unwrap();
-    let ns = cp.namespace("standin-normal").await.unwrap();
-    let admin = cp.admin_client().unwrap();
-    let _rancher = RancherStandIn::spawn(admin.clone(), &ns);
-    let spec = json!({ "paused": true, "chart": "harvester", "version": "1.5.0" });
-    create_chart(&admin, &ns, "harvester", spec).await.unwrap();
-
-    for paused in [true, false] {
-        if !paused {
-            charts(&admin, &ns).patch("harvester", &PatchParams::default(), &unpause()).await.unwrap();
-        }
-        let chart = eventually("chart reconciled", WAIT, || async {
-            let c = charts(&admin, &ns).get("harvester").await.ok()?;
-            observed(&c).then_some(c)
-        })
-        .await;
-        let ready = condition(&chart, "Ready").unwrap();
-        assert_eq!(ready["status"], "True");
-        assert!(ready["lastTransitionTime"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(condition(&chart, "Defined").unwrap()["status"], "True");
-        let state = if paused { "paused" } else { "active" };
-        assert_eq!(chart.data["status"]["display"]["state"], state);
-        assert_eq!(chart.data["status"]["summary"]["ready"], 1);
-        let bundle = bundles(&admin, &ns).get("mcc-harvester").await.unwrap();
-        assert_eq!(bundle.data["spec"]["paused"], json!(paused));
-    }
-}
-
-#[tokio::test]
-async fn stand_in_chart_version_not_found_keeps_bundle_paused() {
-    let cp = ControlPlane::shared().unwrap();
-    let ns = cp.namespace("standin-notfound").await.unwrap();
-    let admin = cp.admin_client().unwrap();
-    let rancher = RancherStandIn::spawn(admin.clone(), &ns);
-    let spec = json!({ "paused": true, "chart": "harvester", "version": "1.5.0" });
-    create_chart(&admin, &ns, "harvester", spec).await.unwrap();
-    eventually("paused bundle", WAIT, || async {
-        let b = bundles(&admin, &ns).get("mcc-harvester").await.ok()?;
-        (b.data["spec"]["paused"] == json!(true)).then_some(())
-    })
-    .await;
-
-    rancher.set_chart_mode("harvester", Mode::ChartVersionNotFound);
-    charts(&admin, &ns).patch("harvester", &PatchParams::default(), &unpause()).await.unwrap();
-    let chart = eventually("failed reconcile", WAIT, || async {
-        let c = charts(&admin, &ns).get("harvester").await.ok()?;
-        observed(&c).then_some(c)
-    })
-    .await;
-    let ready = condition(&chart, "Ready").unwrap();
-    assert_eq!(ready["status"], "False");
-    assert_eq!(ready["message"], "no chart version found for harvester-1.5.0");
-    assert_eq!(chart.data["spec"]["paused"], json!(false));
-    let bundle = bundles(&admin, &ns).get("mcc-harvester").await.unwrap();
-    assert_eq!(bundle.data["spec"]["paused"], json!(true), "bundle must stay paused");
-
-    // Once the chart can be fetched again, the periodic retry unpauses the Bundle.
-    rancher.clear_chart_mode("harvester");
-    // The Bundle is written before the status, so wait for the status.
-    eventually("chart Ready after recovery", WAIT, || async {
-        let c = charts(&admin, &ns).get("harvester").await.ok()?;
-        (condition(&c, "Ready")?["status"] == "True").then_some(())
-    })
-    .await;
-    let bundle = bundles(&admin, &ns).get("mcc-harvester").await.unwrap();
-    assert_eq!(bundle.data["spec"]["paused"], json!(false));
-}
-
-#[tokio::test]
-async fn stand_in_slow_mode_delays_reconcile() {
-    let cp = ControlPlane::shared().unwrap();
-    let ns = cp.namespace("standin-slow").await.unwrap();
-    let admin = cp.admin_client().unwrap();
-    let rancher = RancherStandIn::spawn(admin.clone(), &ns);
-    let delay = Duration::from_millis(1500);
-    rancher.set_mode(Mode::Slow(delay));
-    let created = Instant::now();
-    create_chart(&admin, &ns, "harvester", json!({ "paused": false })).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let early = charts(&admin, &ns).get("harvester").await.unwrap();
-    assert!(!observed(&early), "reconciled too early: {:?}", early.data["status"]);
-    eventually("slow reconcile", WAIT, || async {
-        let c = charts(&admin, &ns).get("harvester").await.ok()?;
-        observed(&c).then_some(())
-    })
-    .await;
-    assert!(created.elapsed() >= delay);
-    let bundle = bundles(&admin, &ns).get("mcc-harvester").await.unwrap();
-    assert_eq!(bundle.data["spec"]["paused"], json!(false));
 }

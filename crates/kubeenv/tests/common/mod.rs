@@ -64,3 +64,13 @@ pub fn condition(chart: &DynamicObject, type_: &str) -> Option<Value> {
 pub fn observed(chart: &DynamicObject) -> bool {
     chart.data["status"]["observedGeneration"].as_i64() == chart.metadata.generation
 }
+
+/// An object as JSON.
+pub fn json_of(obj: &impl serde::Serialize) -> Value {
+    serde_json::to_value(obj).unwrap()
+}
+
+/// The condition of `type_` in an object's (JSON) status, if any.
+pub fn cond(obj: &Value, type_: &str) -> Option<Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+}
