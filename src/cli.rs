@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use crate::engine::WaveGate;
 pub use crate::ledger::LedgerRef;
 use crate::pause::OnExisting;
 use crate::preset::Preset;
@@ -121,14 +122,22 @@ pub enum ProgressMode {
 /// Presets on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PresetArg {
-    /// Harvester: the ManagedCharts its upgrade pauses in `fleet-local`, CRD charts first.
+    /// Harvester v1.2+: harvester, harvester-crd, rancher-monitoring-crd, rancher-logging-crd in fleet-local.
     Harvester,
+    /// Harvester v1.2–v1.4.3: also rancher-monitoring and rancher-logging.
+    #[value(name = "harvester-1.2")]
+    Harvester12,
+    /// Harvester v1.0–v1.1: harvester, harvester-crd, rancher-monitoring, rancher-monitoring-crd.
+    #[value(name = "harvester-1.0")]
+    Harvester10,
 }
 
 impl From<PresetArg> for Preset {
     fn from(p: PresetArg) -> Self {
         match p {
             PresetArg::Harvester => Preset::Harvester,
+            PresetArg::Harvester12 => Preset::Harvester12,
+            PresetArg::Harvester10 => Preset::Harvester10,
         }
     }
 }
@@ -266,9 +275,37 @@ pub struct RunArgs {
     pub max_object_events: usize,
 }
 
+/// `--wait-ready` without a value.
+pub const DEFAULT_WAIT_READY: Duration = Duration::from_secs(120);
+
+/// `--wave-gate` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WaveGateArg {
+    /// Only a failed restore blocks later orders.
+    None,
+    /// Also a ManagedChart whose unpause did not reach its Fleet Bundle.
+    Propagated,
+    /// Also an entry that is not ready (turns on --wait-ready, 120 s unless given).
+    Ready,
+}
+
+impl From<WaveGateArg> for WaveGate {
+    fn from(g: WaveGateArg) -> Self {
+        match g {
+            WaveGateArg::None => WaveGate::None,
+            WaveGateArg::Propagated => WaveGate::Propagated,
+            WaveGateArg::Ready => WaveGate::Ready,
+        }
+    }
+}
+
 /// Verification after restore.
 #[derive(Debug, Args, Clone)]
 pub struct VerifyArgs {
+    /// What an order's entries must pass before the next order starts; an entry that fails it
+    /// blocks the later orders (skipped, cause blocked).
+    #[arg(long, env = "PAUSE_LEDGER_WAVE_GATE", value_enum, default_value_t = WaveGateArg::Propagated)]
+    pub wave_gate: WaveGateArg,
     /// How long Rancher gets to carry a ManagedChart's unpause into Bundle mcc-<name>; 0 skips.
     #[arg(long, env = "PAUSE_LEDGER_PROPAGATION_WINDOW", default_value = "30s", value_parser = parse_duration)]
     pub propagation_window: Duration,
@@ -281,6 +318,10 @@ pub struct VerifyArgs {
     /// Watch restored objects this long for a re-pause (a still-running upgrade job); 0 skips.
     #[arg(long, env = "PAUSE_LEDGER_SETTLE", default_value = "0s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Unpause Harvester's charts even while a Harvester upgrade is still running (the latest
+    /// upgrades.harvesterhci.io in harvester-system has not completed or failed).
+    #[arg(long, env = "PAUSE_LEDGER_IGNORE_RUNNING_UPGRADE")]
+    pub ignore_running_upgrade: bool,
 }
 
 /// `restore` options.

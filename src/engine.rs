@@ -20,6 +20,7 @@ use crate::outcome::{Cause, EntryReport, Outcome};
 use crate::ownership::{Decision, Observed, Rule, decide, observe};
 use crate::plan::{Plan, Step};
 use crate::retry::{Budget, ErrorClass, Failure, Stop};
+use crate::verify::Verifier;
 
 /// How entries are restored; the ownership fields are the ledger's, which entries may
 /// override ([`RestoreOptions::rule`]).
@@ -50,6 +51,28 @@ impl RestoreOptions {
     }
 }
 
+/// What an order's entries must pass before the next order starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaveGate {
+    /// Only a failed restore blocks later orders.
+    None,
+    /// Also a ManagedChart whose unpause did not reach its Fleet Bundle.
+    Propagated,
+    /// Also an entry that did not become ready (implies the readiness check).
+    Ready,
+}
+
+impl WaveGate {
+    /// Whether `r` keeps later orders from starting.
+    pub fn blocks(self, r: &EntryReport) -> bool {
+        match r.outcome {
+            Outcome::Failed => true,
+            Outcome::NotPropagated => self != WaveGate::None,
+            _ => self == WaveGate::Ready && r.ready == Some(false),
+        }
+    }
+}
+
 /// Called after each entry settles (progress display).
 pub type Progress = Arc<dyn Fn(&EntryReport) + Send + Sync>;
 
@@ -67,8 +90,10 @@ impl<'a> Engine<'a> {
         Self { ctx, opts, progress }
     }
 
-    /// Run every wave; returns one report per planned entry, in plan order.
-    pub async fn run(&self, plan: &Plan) -> Vec<EntryReport> {
+    /// Run every wave, lowest order first, each verified by `verifier` (if any) before the
+    /// next starts; an entry that fails `gate` blocks the later waves. Returns one report per
+    /// planned entry, in plan order.
+    pub async fn run(&self, plan: &Plan, verifier: Option<&Verifier<'_>>, gate: WaveGate) -> Vec<EntryReport> {
         // One slot per planned entry, filled as entries settle: thousands of reports are not
         // collected, sorted and copied wave by wave.
         let mut slots: Vec<Option<EntryReport>> = Vec::with_capacity(plan.len());
@@ -78,7 +103,11 @@ impl<'a> Engine<'a> {
             slots.resize_with(base + wave.steps.len(), || None);
             if let Some(order) = blocked {
                 for (slot, s) in slots[base..].iter_mut().zip(&wave.steps) {
-                    let r = skipped(&s.entry, Cause::Blocked, format!("not attempted: order {order} had failures"));
+                    let r = skipped(
+                        &s.entry,
+                        Cause::Blocked,
+                        format!("not attempted: order {order} did not pass (failed, not propagated or not ready)"),
+                    );
                     self.emit(&r);
                     *slot = Some(r);
                 }
@@ -94,13 +123,19 @@ impl<'a> Engine<'a> {
                     async move { (i, self.settle(s, snapshot.take(i)).await) }.instrument(span)
                 })
                 .buffer_unordered(self.opts.concurrency.max(1));
-            let mut failed = false;
             while let Some((i, r)) = settled.next().await {
-                failed |= r.outcome == Outcome::Failed;
                 slots[base + i] = Some(r);
             }
-            if failed {
+            drop(settled);
+            let mut wave_results: Vec<EntryReport> = slots[base..].iter_mut().filter_map(Option::take).collect();
+            if let Some(v) = verifier {
+                v.verify(&wave.steps, &mut wave_results).await;
+            }
+            if wave_results.iter().any(|r| gate.blocks(r)) {
                 blocked = Some(wave.order);
+            }
+            for (slot, r) in slots[base..].iter_mut().zip(wave_results) {
+                *slot = Some(r);
             }
         }
         slots.into_iter().flatten().collect()
@@ -130,7 +165,7 @@ impl<'a> Engine<'a> {
         let budget = self.ctx.budget();
         let work = restore_entry(self.ctx, self.opts, step, &budget, listed);
         tokio::pin!(work);
-        let Settled { outcome, error, cause, detail, generation, uid } = tokio::select! {
+        let Settled { outcome, error, cause, detail, generation, observed_before, uid } = tokio::select! {
             r = &mut work => r,
             _ = self.ctx.cancel().cancelled() => {
                 match tokio::time::timeout(self.opts.grace, &mut work).await {
@@ -150,6 +185,7 @@ impl<'a> Engine<'a> {
             cause,
             detail,
             generation,
+            observed_before,
             uid,
             ..EntryReport::new(entry.object.clone(), entry.field.clone(), entry.order, outcome)
         };
@@ -223,11 +259,12 @@ pub(crate) async fn restore_entry(
             }
             Decision::Malformed { reason } => return Settled::failed(reason, Cause::Error),
             Decision::Restore { patch } => {
-                match ctx.patch_in(budget, &target, &patch, &o.field_manager, o.dry_run).await {
+                match ctx.patch_in(budget, &target, &patch, rule.field_manager, o.dry_run).await {
                     Ok(v) => {
                         let outcome = if o.dry_run { Outcome::WouldRestore } else { Outcome::Restored };
                         let mut s = Settled::new(outcome).uid(uid);
                         s.generation = v.pointer("/metadata/generation").and_then(Value::as_i64);
+                        s.observed_before = state.observed_generation;
                         return s;
                     }
                     Err(f) if f.class() == ErrorClass::TestFailed => {
@@ -258,12 +295,13 @@ pub(crate) struct Settled {
     pub(crate) cause: Option<Cause>,
     pub(crate) detail: Option<String>,
     pub(crate) generation: Option<i64>,
+    pub(crate) observed_before: Option<i64>,
     pub(crate) uid: Option<String>,
 }
 
 impl Settled {
     pub(crate) fn new(outcome: Outcome) -> Self {
-        Self { outcome, error: None, cause: None, detail: None, generation: None, uid: None }
+        Self { outcome, error: None, cause: None, detail: None, generation: None, observed_before: None, uid: None }
     }
 
     pub(crate) fn failed(error: impl Into<String>, cause: Cause) -> Self {

@@ -3,6 +3,7 @@
 
 use crate::api::ConfigError;
 use crate::exit::Exit;
+use crate::harvester::RunningUpgrade;
 use crate::ledger::{LedgerError, LedgerRef};
 use crate::ledger_store::StatusError;
 use crate::pause::RecordError;
@@ -45,6 +46,14 @@ pub enum RunError {
     /// Writing the status failed.
     #[error(transparent)]
     Status(#[from] StatusError),
+    /// A Harvester upgrade is still running.
+    #[error(
+        "Harvester upgrade {} is still running (state {}): its charts are resumed by Harvester when it completes, \
+         fails or is deleted, and unpausing them under it brings back the race the pause prevents; nothing was \
+         patched (--ignore-running-upgrade overrides)",
+        .0.name, .0.state.as_deref().unwrap_or("unknown")
+    )]
+    UpgradeRunning(RunningUpgrade),
     /// SIGTERM/SIGINT before the command could finish.
     #[error("terminated {0}")]
     Terminated(&'static str),
@@ -80,6 +89,7 @@ impl RunError {
             RunError::LedgerMissing(_) => Exit::LedgerMissing,
             RunError::InvalidLedger(_) | RunError::UnmarkedRefused(_) => Exit::InvalidLedger,
             RunError::RecordInProgress { .. } => Exit::RecordInProgress,
+            RunError::UpgradeRunning(_) => Exit::UpgradeRunning,
             RunError::Api(f) | RunError::Status(StatusError::Api(f)) => failure_exit(f),
             RunError::Status(_) => Exit::PartialFailure,
             RunError::Record(e) => match e {

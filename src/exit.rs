@@ -28,6 +28,8 @@ pub enum Exit {
     LedgerConflict,
     /// 10: restore waited for a `record` still writing the ledger, until its own deadline.
     RecordInProgress,
+    /// 11: a Harvester upgrade is still running: its charts are not unpaused under it.
+    UpgradeRunning,
 }
 
 /// One row of the exit-code table.
@@ -46,7 +48,7 @@ pub struct ExitInfo {
 }
 
 /// Every exit code, in code order.
-pub const EXIT_CODES: [ExitInfo; 11] = [
+pub const EXIT_CODES: [ExitInfo; 12] = [
     ExitInfo {
         exit: Exit::Success,
         code: 0,
@@ -123,6 +125,13 @@ pub const EXIT_CODES: [ExitInfo; 11] = [
         word: "record-in-progress",
         meaning: "a record run is still writing the ledger (its intent phase) and did not finish before --timeout",
         fail_fast: false,
+    },
+    ExitInfo {
+        exit: Exit::UpgradeRunning,
+        code: 11,
+        word: "upgrade-running",
+        meaning: "a Harvester upgrade is still running: nothing unpaused under it (see --ignore-running-upgrade)",
+        fail_fast: true,
     },
 ];
 

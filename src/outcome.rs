@@ -114,6 +114,9 @@ pub struct EntryReport {
     /// metadata.generation after our patch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// status.observedGeneration read right before our patch (readiness must see it grow).
+    #[serde(default, rename = "observedGenerationBefore", skip_serializing_if = "Option::is_none")]
+    pub observed_before: Option<i64>,
     /// metadata.uid (for Events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
@@ -146,6 +149,7 @@ impl EntryReport {
             cause: None,
             detail: None,
             generation: None,
+            observed_before: None,
             uid: None,
             propagated: None,
             ready: None,

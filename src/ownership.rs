@@ -87,6 +87,9 @@ pub struct PauseState {
     pub resource_version: String,
     /// metadata.generation.
     pub generation: Option<i64>,
+    /// status.observedGeneration (for a ManagedChart, its Bundle's generation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// What a read of one object yields for the decision: its uid and pause state (or why the
@@ -127,6 +130,7 @@ pub fn pause_state(obj: &Value, field: &FieldPath) -> Result<PauseState, String>
             .unwrap_or_default()
             .to_string(),
         generation: obj.pointer("/metadata/generation").and_then(Value::as_i64),
+        observed_generation: obj.pointer("/status/observedGeneration").and_then(Value::as_i64),
     })
 }
 

@@ -48,6 +48,9 @@ pub struct Report {
     pub summary: BTreeMap<Outcome, usize>,
     /// Per-entry results, in ledger order.
     pub entries: Vec<EntryReport>,
+    /// Things to look at that did not change the result (e.g. ManagedCharts not Ready).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The one-line summary printed at the end of every run.
@@ -79,6 +82,9 @@ impl Report {
                 }
                 if self.entries.is_empty() && !self.message.is_empty() {
                     println!("{}", self.message);
+                }
+                for w in &self.warnings {
+                    println!("warning: {w}");
                 }
                 println!("{}", summary_line(self));
             }

@@ -1,10 +1,14 @@
-//! Verification after restore: unpausing is not the same as reconciling again.
+//! Verification after restore: unpausing is not the same as reconciling again. Checked per wave
+//! (see the engine's wave gate), for entries that are running now (restored or already
+//! running):
 //!
-//! - **Propagation**: Rancher copies a ManagedChart's `paused` into its Fleet Bundle
-//!   `mcc-<name>` only after it could fetch the chart; until the Bundle is unpaused nothing rolls
-//!   out, whatever the ManagedChart says. Checked for every ManagedChart that is running now.
-//! - **Readiness** (`--wait-ready`): Ready=True *at* `status.observedGeneration` ≥ the generation
-//!   our patch produced; a Ready condition of an older generation is stale and passes too early.
+//! - **Propagation** (ManagedCharts): Rancher copies `paused` into the Fleet Bundle it generates
+//!   (named by `SafeConcatName`, owned by the chart) only after it could build it; until the
+//!   Bundle is unpaused nothing rolls out, whatever the ManagedChart says. When it did not
+//!   happen in time, the cause is Rancher's: condition `Defined` when False, else `Ready`.
+//! - **Readiness** (`--wait-ready`): ManagedCharts the way Harvester judges them
+//!   ([`crate::rancher::managed_chart_ready`]); Fleet, Flux and Cluster API kinds by
+//!   `observedGeneration` ≥ the generation we wrote and `Ready` True.
 //!
 //! The re-pause guard (`--settle`) is [`crate::guard`].
 
@@ -12,21 +16,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::api::{Access, object_path};
+use crate::api::{Target, object_path};
 use crate::context::Context;
 use crate::kinds::ObjectRef;
 use crate::outcome::{Cause, EntryReport, Outcome};
-use crate::plan::{Plan, Step};
-use crate::retry::{ErrorClass, classify};
+use crate::plan::Step;
+use crate::rancher;
+use crate::retry::ErrorClass;
 
 /// Verification settings.
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyOptions {
     /// How long Rancher gets to carry an unpause into the Bundle; zero skips the check.
     pub propagation_window: Duration,
-    /// Wait this long for Ready at our generation; `None` skips the check.
+    /// Wait this long for readiness; `None` skips the check.
     pub wait_ready: Option<Duration>,
     /// Whether not-ready fails the run (exit 3).
     pub fail_on_not_ready: bool,
@@ -34,10 +40,8 @@ pub struct VerifyOptions {
     pub poll: Duration,
 }
 
-/// The Fleet Bundle resource Rancher generates per ManagedChart.
-fn bundle_path(namespace: &str, chart: &str) -> String {
-    object_path("fleet.cattle.io/v1alpha1", "bundles", Some(namespace), Some(&format!("mcc-{chart}")))
-}
+/// Fleet's Bundle API.
+const BUNDLES: &str = "fleet.cattle.io/v1alpha1";
 
 /// Kinds whose status carries a `Ready` condition and `observedGeneration`.
 fn has_ready_condition(o: &ObjectRef) -> bool {
@@ -51,65 +55,77 @@ fn has_ready_condition(o: &ObjectRef) -> bool {
     )
 }
 
-/// The Ready condition: (status is "True", message).
-fn ready_condition(obj: &Value) -> Option<(bool, String)> {
-    let c = obj.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Ready")?;
-    Some((c["status"] == "True", c["message"].as_str().unwrap_or_default().to_string()))
-}
-
 /// Checks restored entries: propagation to Fleet, readiness.
 pub struct Verifier<'a> {
     ctx: &'a Context,
     opts: VerifyOptions,
     concurrency: usize,
+    bundles_served: OnceCell<bool>,
+}
+
+/// Where a chart's Bundle stands.
+enum BundleState {
+    Unpaused,
+    Paused,
+    Missing(String),
+    Forbidden(String),
 }
 
 impl<'a> Verifier<'a> {
     /// A verifier whose polls end by `ctx`'s deadline; `concurrency` entries at once.
     pub fn new(ctx: &'a Context, opts: VerifyOptions, concurrency: usize) -> Self {
-        Self { ctx, opts, concurrency }
+        Self { ctx, opts, concurrency, bundles_served: OnceCell::new() }
     }
 
-    /// Verify every settled entry (in place).
-    pub async fn verify(&self, plan: &Plan, results: &mut [EntryReport]) {
-        let v = &self.opts;
-        let bundles_served = if v.propagation_window.is_zero() {
-            false
-        } else {
-            match self.ctx.resolve("fleet.cattle.io/v1alpha1", "Bundle").await {
-                Ok(Some(_)) => true,
-                Ok(None) => {
-                    tracing::info!("Fleet Bundles are not served here: propagation is not checked");
-                    false
+    /// Whether readiness is checked.
+    pub fn checks_readiness(&self) -> bool {
+        self.opts.wait_ready.is_some()
+    }
+
+    async fn bundles_served(&self) -> bool {
+        *self
+            .bundles_served
+            .get_or_init(|| async {
+                if self.opts.propagation_window.is_zero() {
+                    return false;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot tell whether Fleet Bundles are served: propagation is not checked");
-                    false
+                match self.ctx.resolve(BUNDLES, "Bundle").await {
+                    Ok(Some(_)) => true,
+                    Ok(None) => {
+                        tracing::info!("Fleet Bundles are not served here: propagation is not checked");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot tell whether Fleet Bundles are served: propagation is not checked");
+                        false
+                    }
                 }
-            }
-        };
-        // In place: thousands of reports are not copied.
-        let work = plan.steps().zip(results.iter_mut());
-        futures::stream::iter(work)
-            .for_each_concurrent(self.concurrency.max(1), |(step, r)| self.verify_one(step, r, bundles_served))
+            })
+            .await
+    }
+
+    /// Verify the settled entries of `steps` (in place; `results[i]` is `steps[i]`'s).
+    pub async fn verify(&self, steps: &[Step], results: &mut [EntryReport]) {
+        let bundles = self.bundles_served().await;
+        futures::stream::iter(steps.iter().zip(results.iter_mut()))
+            .for_each_concurrent(self.concurrency.max(1), |(step, r)| self.verify_one(step, r, bundles))
             .await;
     }
 
     async fn verify_one(&self, step: &Step, r: &mut EntryReport, bundles: bool) {
-        let v = &self.opts;
         if !matches!(r.outcome, Outcome::Restored | Outcome::AlreadyRunning) {
             return;
         }
         let o = &step.entry.object;
-        let path = Access::path(&step.resolved, o);
+        let target = Target::object(o, &step.resolved);
         if bundles && o.is_managed_chart() {
-            self.check_propagation(o, &path, r, v).await;
+            self.check_propagation(o, &target, r).await;
         }
         if r.outcome != Outcome::NotPropagated
-            && let Some(wait) = v.wait_ready
+            && let Some(wait) = self.opts.wait_ready
             && has_ready_condition(o)
         {
-            self.check_ready(o, &path, r, wait, v).await;
+            self.check_ready(o, &target, r, wait).await;
         }
     }
 
@@ -117,85 +133,155 @@ impl<'a> Verifier<'a> {
         Instant::now().checked_add(window).map_or(self.ctx.deadline(), |t| t.min(self.ctx.deadline()))
     }
 
-    async fn get(&self, target: &str, path: &str) -> Option<Value> {
-        self.ctx.access().get(target, path).await.ok().flatten()
+    async fn get(&self, t: &Target) -> Option<Value> {
+        self.ctx.access().get(&t.name, &t.path).await.ok().flatten()
     }
 
-    async fn check_propagation(&self, o: &ObjectRef, chart_path: &str, r: &mut EntryReport, v: &VerifyOptions) {
+    /// The chart's Bundle, found by its owner uid: the name Rancher gives it first, then (when
+    /// allowed) any Bundle of the namespace that the chart owns.
+    async fn bundle(&self, o: &ObjectRef, uid: Option<&str>) -> BundleState {
         let ns = o.namespace.as_deref().unwrap_or_default();
-        let bundle = bundle_path(ns, &o.name);
-        let target = format!("Bundle {ns}/mcc-{}", o.name);
-        let end = self.until(v.propagation_window);
+        let name = rancher::bundle_name(&o.name);
+        let by_name = Target {
+            name: format!("Bundle {ns}/{name}"),
+            path: object_path(BUNDLES, "bundles", Some(ns), Some(&name)),
+        };
+        let found = match self.ctx.access().get(&by_name.name, &by_name.path).await {
+            Ok(Some(b)) if rancher::owned_by(&b, uid) => Some(b),
+            Ok(_) => self.bundle_by_owner(ns, uid).await,
+            Err(e) if crate::retry::classify(&e) == ErrorClass::Forbidden => {
+                return BundleState::Forbidden(format!(
+                    "missing RBAC verb \"get\" on resource \"bundles\" (apiGroup \"fleet.cattle.io\") in namespace {ns}: {e}"
+                ));
+            }
+            Err(_) => return BundleState::Missing(format!("Bundle {ns}/{name} could not be read")),
+        };
+        match found {
+            Some(b) if b.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) => BundleState::Paused,
+            Some(_) => BundleState::Unpaused,
+            None => BundleState::Missing(format!("Bundle {ns}/{name} (owned by the chart) does not exist")),
+        }
+    }
+
+    /// A Bundle of `ns` whose ownerReference is `uid` (needs `list` on bundles; without it the
+    /// name is all there is).
+    async fn bundle_by_owner(&self, ns: &str, uid: Option<&str>) -> Option<Value> {
+        let uid = uid?;
+        let t = Target { name: format!("Bundles in {ns}"), path: object_path(BUNDLES, "bundles", Some(ns), None) };
+        let list = self.ctx.access().list(&t.name, &t.path).await.ok()?;
+        list.get("items")?
+            .as_array()?
+            .iter()
+            .find(|b| rancher::owned_by(b, Some(uid)) && b.pointer("/metadata/ownerReferences").is_some())
+            .cloned()
+    }
+
+    async fn check_propagation(&self, o: &ObjectRef, chart: &Target, r: &mut EntryReport) {
+        let end = self.until(self.opts.propagation_window);
+        let mut last;
         loop {
-            match self.ctx.access().get(&target, &bundle).await {
-                Ok(Some(b)) if b.pointer("/spec/paused").and_then(Value::as_bool) != Some(true) => {
+            last = self.bundle(o, r.uid.as_deref()).await;
+            match &last {
+                BundleState::Unpaused => {
                     r.propagated = Some(true);
                     return;
                 }
                 // Not a Rancher problem: say what is missing instead of waiting out the window.
-                Err(e) if classify(&e) == ErrorClass::Forbidden => {
+                BundleState::Forbidden(why) => {
                     r.outcome = Outcome::NotPropagated;
                     r.cause = Some(Cause::PermissionDenied);
-                    r.error = Some(format!(
-                        "unpaused, but propagation cannot be checked: missing RBAC verb \"get\" on resource \"bundles\" \
-                         (apiGroup \"fleet.cattle.io\") in namespace {ns}: {e}"
-                    ));
+                    r.error = Some(format!("unpaused, but propagation cannot be checked: {why}"));
                     return;
                 }
-                _ => {}
+                BundleState::Paused | BundleState::Missing(_) => {}
             }
-            if Instant::now() + v.poll >= end || self.ctx.is_cancelled() {
+            if Instant::now() + self.opts.poll >= end || self.ctx.is_cancelled() {
                 break;
             }
-            tokio::time::sleep(v.poll).await;
+            tokio::time::sleep(self.opts.poll).await;
         }
-        let message = match self.get(&o.to_string(), chart_path).await.as_ref().and_then(ready_condition) {
-            Some((_, m)) if !m.is_empty() => m,
-            _ => "no Ready message".to_string(),
+        let cause = match self.get(chart).await {
+            Some(c) => rancher::propagation_cause(&c),
+            None => "the ManagedChart could not be read".to_string(),
+        };
+        let window = self.opts.propagation_window;
+        let what = match last {
+            BundleState::Missing(m) => format!("{m} after {window:?}"),
+            _ => format!("Bundle {} is still paused after {window:?}", rancher::bundle_name(&o.name)),
         };
         r.propagated = Some(false);
-        r.ready_message = Some(message.clone());
+        r.ready_message = Some(cause.clone());
         r.outcome = Outcome::NotPropagated;
         r.cause = Some(Cause::NotPropagated);
-        r.error = Some(format!(
-            "unpaused, but Bundle mcc-{} is still paused after {:?}: Rancher reports: {message}",
-            o.name, v.propagation_window
-        ));
-        tracing::warn!(object = %o, message = %message, "not propagated to the Fleet Bundle");
+        r.error = Some(format!("unpaused, but {what}: Rancher reports {cause}"));
+        tracing::warn!(object = %o, cause = %cause, "not propagated to the Fleet Bundle");
     }
 
-    async fn check_ready(&self, o: &ObjectRef, path: &str, r: &mut EntryReport, wait: Duration, v: &VerifyOptions) {
+    async fn check_ready(&self, o: &ObjectRef, target: &Target, r: &mut EntryReport, wait: Duration) {
         let end = self.until(wait);
-        let target = o.to_string();
         let mut last = String::from("not read");
         loop {
-            if let Some(obj) = self.get(&target, path).await {
-                let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-                // The generation our patch produced; for untouched objects, the current one.
-                let want = r.generation.unwrap_or(generation);
-                let observed = obj.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
-                match ready_condition(&obj) {
-                    Some((true, _)) if observed >= want => {
+            if let Some(obj) = self.get(target).await {
+                let verdict = if o.is_managed_chart() {
+                    rancher::managed_chart_ready(&obj, r.observed_before.filter(|_| r.outcome == Outcome::Restored))
+                } else {
+                    rancher::generation_ready(&obj, r.generation)
+                };
+                match verdict {
+                    Ok(()) => {
                         r.ready = Some(true);
                         return;
                     }
-                    Some((ready, m)) if observed >= want => {
-                        last = if m.is_empty() { format!("Ready={ready}") } else { m };
-                    }
-                    _ => last = format!("status.observedGeneration {observed} has not reached generation {want}"),
+                    Err(why) => last = why,
                 }
             }
-            if Instant::now() + v.poll >= end || self.ctx.is_cancelled() {
+            if Instant::now() + self.opts.poll >= end || self.ctx.is_cancelled() {
                 break;
             }
-            tokio::time::sleep(v.poll).await;
+            tokio::time::sleep(self.opts.poll).await;
         }
         r.ready = Some(false);
         r.ready_message = Some(last.clone());
-        if v.fail_on_not_ready {
+        if self.opts.fail_on_not_ready {
             r.cause = Some(Cause::NotReady);
             r.error = Some(format!("not Ready within {wait:?}: {last}"));
         }
         tracing::warn!(object = %o, message = %last, "not ready");
     }
+}
+
+/// The ManagedCharts of `namespaces` whose `Ready` condition is not True, as `name: message`:
+/// Harvester's webhook refuses the next upgrade while any fleet-local chart is not Ready.
+pub async fn charts_not_ready(ctx: &Context, namespaces: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for ns in namespaces {
+        let t = Target {
+            name: format!("ManagedCharts in {ns}"),
+            path: format!(
+                "{}?limit=500",
+                object_path(crate::kinds::MANAGED_CHART_API_VERSION, "managedcharts", Some(ns), None)
+            ),
+        };
+        let list = match ctx.list_in(&ctx.budget(), &t).await {
+            Ok(l) => l,
+            Err(f) => {
+                tracing::debug!(error = %f, "cannot list ManagedCharts: Ready is not checked");
+                continue;
+            }
+        };
+        for c in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+            let cond = c
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|x| x["type"] == "Ready"));
+            if cond.is_some_and(|x| x["status"] == "True") {
+                continue;
+            }
+            let name = c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let message =
+                cond.and_then(|x| x["message"].as_str()).filter(|m| !m.is_empty()).unwrap_or("no Ready condition");
+            out.push(format!("ManagedChart {ns}/{name} is not Ready: {message}"));
+        }
+    }
+    out
 }

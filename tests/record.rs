@@ -302,39 +302,6 @@ async fn propagation_and_readiness_follow_rancher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_ready_checks_the_generation_not_just_the_condition() {
-    let ns = namespace("ready").await;
-    let rancher = RancherStandIn::spawn(admin(), &ns);
-    create_chart(&ns, "slow").await;
-    // Ready=True at the current generation before the upgrade.
-    eventually(Duration::from_secs(20), "initial Ready", || async {
-        let c = chart(&ns, "slow").await;
-        c.pointer("/status/observedGeneration") == c.pointer("/metadata/generation")
-    })
-    .await;
-    pause_as_upgrade(&ns, "slow", UPGRADE).await;
-    eventually(Duration::from_secs(20), "paused generation observed", || async {
-        let c = chart(&ns, "slow").await;
-        c.pointer("/status/observedGeneration") == c.pointer("/metadata/generation")
-    })
-    .await;
-    rancher.set_mode(Mode::Slow(Duration::from_secs(8)));
-    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["slow"]))]).await;
-    // Ready=True is still there from the old generation; a check without the generation passes here.
-    let r = restore(&format!("{ns}/pause-ledger"), &["--wait-ready=2s", "--fail-on-not-ready"]).await;
-    assert_eq!(r.code, 3, "{r:#?}");
-    let e = &r.json()["entries"][0];
-    assert_eq!(e["ready"], false, "{e}");
-    assert!(e["readyMessage"].as_str().unwrap().contains("observedGeneration"), "{e}");
-    // The stale condition really was Ready=True: only the generation told them apart.
-    let c = chart(&ns, "slow").await;
-    let ready = c["status"]["conditions"].as_array().unwrap().iter().find(|x| x["type"] == "Ready").unwrap().clone();
-    assert_eq!(ready["status"], "True", "{c}");
-    let gen_of = |p: &str| c.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-    assert!(gen_of("/status/observedGeneration") < gen_of("/metadata/generation"), "{c}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repause_in_the_settle_window_is_detected_and_undone() {
     let ns = namespace("repause").await;
     for n in ["ours-again", "by-hand"] {

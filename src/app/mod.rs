@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::{Access, ClientOptions, build_client};
-use crate::cli::{ApiArgs, Cli, Command, Global, LogFormat, ProgressMode, RunArgs, VerifyArgs};
+use crate::cli::{ApiArgs, Cli, Command, DEFAULT_WAIT_READY, Global, LogFormat, ProgressMode, RunArgs, VerifyArgs};
 use crate::context::Context;
-use crate::engine::{Engine, Progress, RestoreOptions};
+use crate::engine::{Engine, Progress, RestoreOptions, WaveGate};
 use crate::error::RunError;
 use crate::events::{Reason, Recorder};
 use crate::exit::Exit;
@@ -181,7 +181,8 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Restore a plan, then verify it and guard it against a re-pause.
+    /// Restore a plan wave by wave, each wave verified and gated, then guard it against a
+    /// re-pause.
     async fn restore_plan(&self, plan: &Plan, opts: &RestoreOptions, verify: &VerifyArgs) -> Vec<EntryReport> {
         let bar = self.progress_bar(plan.len());
         let progress: Option<Progress> = bar.clone().map(|b| {
@@ -192,21 +193,23 @@ impl<'a> Run<'a> {
             p
         });
         let ctx = &self.entries;
-        let mut results = Engine::new(ctx, opts, progress).run(plan).await;
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        if opts.dry_run {
-            return results;
-        }
+        let gate = WaveGate::from(verify.wave_gate);
         let v = VerifyOptions {
             propagation_window: verify.propagation_window,
-            wait_ready: verify.wait_ready,
+            // Gating on readiness needs the readiness check.
+            wait_ready: verify.wait_ready.or((gate == WaveGate::Ready).then_some(DEFAULT_WAIT_READY)),
             fail_on_not_ready: verify.fail_on_not_ready,
             poll: Duration::from_millis(250),
         };
-        Verifier::new(ctx, v, opts.concurrency).verify(plan, &mut results).await;
-        RepauseGuard::new(ctx, opts, verify.settle, v.poll).watch(plan, &mut results).await;
+        let verifier = Verifier::new(ctx, v, opts.concurrency);
+        let verifier = (!opts.dry_run).then_some(&verifier);
+        let mut results = Engine::new(ctx, opts, progress).run(plan, verifier, gate).await;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if !opts.dry_run {
+            RepauseGuard::new(ctx, opts, verify.settle, v.poll).watch(plan, &mut results).await;
+        }
         results
     }
 }
@@ -236,6 +239,23 @@ fn build_report(
         requests,
         summary: outcome::summarize(&entries),
         entries,
+        warnings: Vec::new(),
+    }
+}
+
+/// Refuse while a Harvester upgrade is still running (unless told otherwise); a dry run only
+/// warns.
+async fn check_no_upgrade_running(run: &Run<'_>, verify: &VerifyArgs) -> Result<(), RunError> {
+    if verify.ignore_running_upgrade {
+        return Ok(());
+    }
+    match crate::harvester::running_upgrade(&run.entries).await? {
+        Some(u) if run.args.dry_run => {
+            tracing::warn!(upgrade = %u.name, "a Harvester upgrade is still running; a real run would refuse");
+            Ok(())
+        }
+        Some(u) => Err(RunError::UpgradeRunning(u)),
+        None => Ok(()),
     }
 }
 

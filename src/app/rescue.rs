@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Run, emit_entry_events, summary_message};
+use super::{Run, check_no_upgrade_running, emit_entry_events, summary_message};
 use crate::api::Target;
 use crate::cli::{Global, RescueArgs};
 use crate::engine::RestoreOptions;
@@ -39,6 +39,9 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
         p = plan::resolve(&run.entries, &entries) => p?,
         _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("during discovery")),
     };
+    if preset.is_harvester() {
+        check_no_upgrade_running(run, &args.verify).await?;
+    }
     // What a recorded upgrade found paused before it is an administrator's: never rescued.
     let ledger = LedgerStore::new(&run.entries, &args.ledger.ledger).read().await?;
     let paused_before: HashSet<_> = match ledger.map(|l| ledger::parse_configmap_data(&l.data)) {

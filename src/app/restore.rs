@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Run, counts, emit_entry_events, summary_message};
+use super::{Run, check_no_upgrade_running, counts, emit_entry_events, summary_message};
 use crate::cli::{Global, IfMissing, RestoreArgs};
 use crate::error::RunError;
 use crate::events::Reason;
@@ -16,6 +16,7 @@ use crate::ledger::{self, Ledger, Ownership};
 use crate::ledger_store::LedgerStore;
 use crate::outcome;
 use crate::plan;
+use crate::preset::is_harvester_chart;
 use crate::report::Report;
 use crate::status_doc;
 
@@ -73,6 +74,9 @@ async fn restore_ledger(run: &Run<'_>, args: &RestoreArgs) -> Result<Report, Run
         p = plan::resolve(&run.entries, &ledger.entries) => p?,
         _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("during discovery")),
     };
+    if ledger.entries.iter().any(|e| is_harvester_chart(&e.object)) {
+        check_no_upgrade_running(run, &args.verify).await?;
+    }
 
     let opts = crate::engine::RestoreOptions {
         upgrade: ledger.upgrade.clone(),
@@ -125,7 +129,30 @@ async fn restore_ledger(run: &Run<'_>, args: &RestoreArgs) -> Result<Report, Run
         let line = format!("upgrade {}: {} ({})", ledger.upgrade, message, counts(&results));
         events.emit(&cm, ledger_uid.as_deref(), reason, &line).await;
     }
-    Ok(run.report(exit, results, message))
+    let mut report = run.report(exit, results, message);
+    report.warnings = not_ready_warnings(run, &ledger).await;
+    Ok(report)
+}
+
+/// ManagedCharts not Ready in the namespaces of the ledger's charts: Harvester's webhook refuses
+/// the next upgrade until every fleet-local chart is Ready.
+async fn not_ready_warnings(run: &Run<'_>, ledger: &Ledger) -> Vec<String> {
+    if run.args.dry_run {
+        return Vec::new();
+    }
+    let mut namespaces: Vec<&str> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.object.is_managed_chart())
+        .filter_map(|e| e.object.namespace.as_deref())
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let warnings = crate::verify::charts_not_ready(&run.ctx, &namespaces).await;
+    for w in &warnings {
+        tracing::warn!("{w} (Harvester refuses a new upgrade until it is)");
+    }
+    warnings
 }
 
 /// How often a restore that waits for a `record` in its intent phase reads the ledger again.
