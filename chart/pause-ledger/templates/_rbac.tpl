@@ -1,12 +1,13 @@
 {{/*
 The rules one component needs in one namespace. Argument: dict with ctx, ns, component.
 
-restore (and the manual rescue Job, which shares its RBAC):
+restore (and the rescue Job, which shares its RBAC):
   - the ledger ConfigMap, by name: get (read) + patch (status write-back);
-  - each target kind, in the namespaces listed for it: get + patch (compare-and-set JSON
-    patch; the --settle guard re-reads and re-patches); list only with rbac.listTargets;
+  - each target kind (the preset's objects by name, then `targets`), in the namespaces listed
+    for it: get + patch (compare-and-set JSON patch; the --settle guard re-reads and
+    re-patches); list only with rbac.listTargets and no resourceNames;
   - ManagedChart targets with a propagation window: get on their Fleet Bundles (mcc-<name>);
-  - with Events on: create on core events.
+  - with run.events: create on core events.
 record: create on configmaps (a name cannot restrict create) and get + patch of the ledger by
 name; get + patch on the targets; create on events.
 Nothing cluster-wide and no other verb. API discovery needs no rule: the default
@@ -28,7 +29,7 @@ system:discovery binding allows it to every authenticated user.
   resourceNames: [{{ $v.ledger.name | quote }}]
   verbs: ["get", "patch"]
 {{- end }}
-{{- range $v.targets }}
+{{- range (include "pause-ledger.targets" $ | fromYamlArray) }}
 {{- if has $ns .namespaces }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ .resource | quote }}]
@@ -36,7 +37,7 @@ system:discovery binding allows it to every authenticated user.
   resourceNames: {{ toJson . }}
   {{- end }}
   verbs: {{ ternary (list "get" "list" "patch") (list "get" "patch") (and $v.rbac.listTargets (ne $component "record") (empty .resourceNames)) | toJson }}
-{{- if and (eq $component "restore") (eq .apiGroup "management.cattle.io") (eq .resource "managedcharts") (not (regexMatch "^0+(ms|s|m|h)?$" $v.restore.propagationWindow)) }}
+{{- if and (eq $component "restore") (eq .apiGroup "management.cattle.io") (eq .resource "managedcharts") (not (regexMatch "^0+(ms|s|m|h)?$" $v.verify.propagationWindow)) }}
 - apiGroups: ["fleet.cattle.io"]
   resources: ["bundles"]
   {{- with .resourceNames }}
@@ -46,7 +47,7 @@ system:discovery binding allows it to every authenticated user.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if $v.restore.events }}
+{{- if $v.run.events }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
