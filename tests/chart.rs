@@ -303,3 +303,192 @@ async fn rendered_value_sets_pass_server_side_dry_run() {
         dry_run(what, &docs).await;
     }
 }
+
+// docs/many-clusters.md: its fleet.yaml and its per-context loop, read from the document.
+
+fn many_clusters_doc() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/many-clusters.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fenced code block of language `lang` whose first line starts with `first`.
+fn code_block(doc: &str, lang: &str, first: &str) -> String {
+    let fence = format!("```{lang}");
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_end() != fence {
+            continue;
+        }
+        let block: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        if block.first().is_some_and(|l| l.starts_with(first)) {
+            return block.join("\n") + "\n";
+        }
+    }
+    panic!("docs/many-clusters.md has no ```{lang} block starting with {first:?}");
+}
+
+/// Fleet's merge of a target customization's Helm values over the bundle's (wrangler
+/// `data.MergeMaps`, used by Fleet's options merge): maps merge key by key, recursively;
+/// anything else, lists included, is replaced.
+fn fleet_merge(base: &Value, overlay: &Value) -> Value {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            let mut merged = b.clone();
+            for (k, v) in o {
+                let next = match merged.get(k) {
+                    Some(old) => fleet_merge(old, v),
+                    None => v.clone(),
+                };
+                merged.insert(k.clone(), next);
+            }
+            Value::Object(merged)
+        }
+        _ => overlay.clone(),
+    }
+}
+
+#[test]
+fn fleet_merge_is_fleets() {
+    let base = json!({"a": {"x": 1, "l": [1, 2]}, "b": 1});
+    let overlay = json!({"a": {"y": 2, "l": [3]}, "b": {"c": 1}});
+    assert_eq!(fleet_merge(&base, &overlay), json!({"a": {"x": 1, "y": 2, "l": [3]}, "b": {"c": 1}}));
+}
+
+fn env_of(job: &Value) -> BTreeMap<String, String> {
+    job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+fn job<'a>(docs: &'a [Value], component: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == "Job" && d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_yaml_of_the_many_clusters_doc_renders_for_every_target() {
+    let doc = many_clusters_doc();
+    let fleet: Value = serde_saphyr::from_str(&code_block(&doc, "yaml", "# fleet.yaml")).expect("fleet.yaml parses");
+    let git_repo: Value = serde_saphyr::from_str(&code_block(&doc, "yaml", "# gitrepo.yaml")).expect("GitRepo parses");
+    assert_eq!(git_repo["kind"], "GitRepo");
+    assert!(git_repo["spec"]["targets"][0]["clusterSelector"]["matchLabels"].is_object(), "targets by label");
+
+    // The chart and image the doc deploys are this chart's.
+    let chart = read_yaml(&chart_dir().join("Chart.yaml"));
+    let helm_opts = &fleet["helm"];
+    assert_eq!(helm_opts["version"], chart["version"], "fleet.yaml helm.version");
+    assert_eq!(helm_opts["values"]["image"]["tag"], chart["appVersion"], "fleet.yaml image tag");
+    let release = helm_opts["releaseName"].as_str().expect("helm.releaseName");
+    let ns = fleet["defaultNamespace"].as_str().expect("defaultNamespace");
+    let helm_timeout = helm_opts["timeoutSeconds"].as_i64().expect("helm.timeoutSeconds");
+
+    // What Fleet passes: the base values for a cluster no customization matches, else the first
+    // matching customization's values merged over them.
+    let base = helm_opts["values"].clone();
+    let mut targets = vec![("no customization".to_string(), base.clone())];
+    for custom in fleet["targetCustomizations"].as_array().expect("targetCustomizations") {
+        let name = custom["name"].as_str().expect("name").to_string();
+        let labels = custom["clusterSelector"]["matchLabels"].as_object();
+        assert!(labels.is_some_and(|l| !l.is_empty()), "{name}: targets clusters by label");
+        targets.push((name, fleet_merge(&base, &custom["helm"]["values"])));
+    }
+    let names: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["no customization", "rescue", "unmarked-ledgers", "wait-ready"]);
+
+    cp();
+    for (name, values) in &targets {
+        let what = format!("fleet target {name}");
+        let docs = render(&what, release, ns, &serde_json::to_string(values).unwrap());
+        let restore = job(&docs, "restore").unwrap_or_else(|| panic!("{what}: no restore Job"));
+        let events = restore["metadata"]["annotations"]["helm.sh/hook"].as_str().unwrap();
+        assert!(events.contains("post-install") && events.contains("post-upgrade"), "{what}: {events}");
+        let env = env_of(restore);
+        assert_eq!(env["PAUSE_LEDGER_LEDGER"], "fleet-local/pause-ledger", "{what}");
+        assert_eq!(
+            env["PAUSE_LEDGER_ALLOW_UNMARKED"],
+            if name == "unmarked-ledgers" { "true" } else { "false" },
+            "{what}"
+        );
+        assert_eq!(env.get("PAUSE_LEDGER_WAIT_READY").map(String::as_str), (name == "wait-ready").then_some("120s"));
+        let rescue = job(&docs, "rescue");
+        assert_eq!(rescue.is_some(), name == "rescue", "{what}: a rescue Job only where asked");
+        if let Some(rescue) = rescue {
+            assert_eq!(rescue["metadata"]["annotations"]["helm.sh/hook"], "post-install,post-upgrade", "{what}");
+            assert_eq!(env_of(rescue)["PAUSE_LEDGER_ACKNOWLEDGE_UNKNOWN_OWNERSHIP"], "true", "{what}");
+        }
+        for j in docs.iter().filter(|d| d["kind"] == "Job") {
+            assert_eq!(j["spec"]["template"]["metadata"]["annotations"]["pause-ledger.io/run"], "1", "{what}");
+            let deadline = j["spec"]["activeDeadlineSeconds"].as_i64().unwrap();
+            assert!(
+                deadline < helm_timeout,
+                "{what}: Fleet's Helm wait ({helm_timeout} s) must outlast the Job ({deadline} s)"
+            );
+        }
+        // The preset's RBAC: the four Harvester charts by name, nothing wider.
+        let role = docs.iter().find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "fleet-local").unwrap();
+        let charts = role["rules"].as_array().unwrap().iter().find(|r| r["resources"] == json!(["managedcharts"]));
+        assert_eq!(charts.unwrap()["resourceNames"].as_array().map(Vec::len), Some(4), "{what}");
+        dry_run(&what, &docs).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_context_loop_of_the_many_clusters_doc_collects_exit_codes() {
+    use support::*;
+    let fleet = namespace("loop-fleet").await;
+    create_chart(&fleet, "harvester").await;
+    pause_as_upgrade(&fleet, "harvester", UPGRADE).await;
+    write_ledger(&fleet, "pause-ledger", &[("ledger.yaml", &full_ledger(&fleet, &["harvester"]))]).await;
+
+    // Two contexts on the one API server: "harvester-a" as an admin, "harvester-b" as a
+    // ServiceAccount without any permission (a cluster where your credentials fall short).
+    let admin_cfg = read_yaml(cp().kubeconfig_path());
+    let sa_cfg = read_yaml(&cp().service_account_kubeconfig(&fleet, "no-rights").await.unwrap());
+    let user = |cfg: &Value| cfg["users"][0].clone();
+    let context = |name: &str, cfg: &Value| json!({"name": name, "context": {"cluster": cfg["contexts"][0]["context"]["cluster"], "user": cfg["users"][0]["name"]}});
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin_cfg["clusters"],
+        "users": [user(&admin_cfg), user(&sa_cfg)],
+        "contexts": [context("harvester-a", &admin_cfg), context("harvester-b", &sa_cfg)],
+        "current-context": "harvester-a",
+    });
+    let dir = scratch().join("run-everywhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig_path = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig_path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+    let script = dir.join("run-everywhere");
+    std::fs::write(&script, code_block(&many_clusters_doc(), "bash", "#!/usr/bin/env bash")).unwrap();
+    let out_dir = dir.join("out");
+
+    let ledger = format!("{fleet}/pause-ledger");
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        .args(["restore", "--ledger", &ledger, "-o", "json", "--propagation-window=0s"])
+        .env("KUBECONFIG", &kubeconfig_path)
+        .env("OUT", &out_dir)
+        .env("PAUSE_LEDGER", bin())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "one context failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 of 2 contexts failed"), "{stdout}");
+    let summary = std::fs::read_to_string(out_dir.join("summary.tsv")).unwrap();
+    assert_eq!(summary, "context\texit\nharvester-a\t0\nharvester-b\t5\n");
+
+    let report = |ctx: &str| -> Value {
+        let text = std::fs::read_to_string(out_dir.join(format!("{ctx}.out"))).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{ctx}.out is not the JSON report ({e}): {text}"))
+    };
+    assert_eq!(report("harvester-a")["result"], "success");
+    assert_eq!(report("harvester-a")["entries"][0]["outcome"], "restored");
+    assert!(!paused(&fleet, "harvester").await, "restored through context harvester-a");
+    assert_eq!(report("harvester-b")["result"], "permission-denied");
+    assert!(std::fs::metadata(out_dir.join("harvester-b.log")).unwrap().len() > 0, "its log is kept");
+}
