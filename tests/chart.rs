@@ -4,8 +4,10 @@
 //! (`chart/pause-ledger/tests/*_test.yaml`, run by `tools/chart-test`). This file checks what
 //! those cannot: that values.yaml and values.schema.json describe the same keys, that the
 //! preset's names are the binary's, that Chart.yaml's icon and Artifact Hub image are what they
-//! claim, and that representative value sets render objects the real kube-apiserver accepts
-//! (server-side dry run: its validation and admission run, nothing is persisted).
+//! claim, that representative value sets render objects the real kube-apiserver accepts
+//! (server-side dry run: its validation and admission run, nothing is persisted), that the
+//! preset's Role keeps a restore to the preset's charts, and that docs/many-clusters.md's
+//! fleet.yaml and per-context loop work.
 #![forbid(unsafe_code)]
 
 mod support;
@@ -205,13 +207,19 @@ async fn ensure_namespace(name: &str) {
 
 /// Has the API server validate and admit every document, persisting nothing.
 async fn dry_run(what: &str, docs: &[Value]) {
+    create(what, docs, true).await;
+}
+
+/// Creates the documents (what `kubectl create -f` does), or with `dry_run` only has the API
+/// server validate and admit them.
+async fn create(what: &str, docs: &[Value], dry_run: bool) {
     for doc in docs {
         let kind = doc["kind"].as_str().expect("kind");
         let ns = doc["metadata"]["namespace"].as_str().expect("every document names its namespace");
         ensure_namespace(ns).await;
         let api: Api<DynamicObject> = Api::namespaced_with(admin(), ns, &resource_of(kind));
         let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
-        if let Err(e) = api.create(&PostParams { dry_run: true, field_manager: None }, &obj).await {
+        if let Err(e) = api.create(&PostParams { dry_run, field_manager: None }, &obj).await {
             panic!("{what}: API server rejected {kind} in {ns}: {e}\n{doc:#}");
         }
     }
@@ -302,6 +310,40 @@ async fn rendered_value_sets_pass_server_side_dry_run() {
         assert_eq!(kinds(&docs), expected, "{what}");
         dry_run(what, &docs).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preset_rbac_keeps_a_ledger_to_the_presets_charts() {
+    use support::*;
+    // A ledger that names a chart outside the preset (written by mistake, or by someone who can
+    // write the ConfigMap): the chart's default RBAC lets the restore reach the preset's charts
+    // only. Its Roles are created as rendered and the binary runs as its ServiceAccount.
+    let rel = namespace("preset-rel").await;
+    let fleet = namespace("preset-fleet").await;
+    for name in ["harvester", "other"] {
+        create_chart(&fleet, name).await;
+        pause_as_upgrade(&fleet, name, UPGRADE).await;
+    }
+    write_ledger(&fleet, "pause-ledger", &[("ledger.yaml", &full_ledger(&fleet, &["harvester", "other"]))]).await;
+    let values = format!("preset: {{namespace: {fleet}}}\nledger: {{namespace: {fleet}}}\n");
+    let docs = render("preset RBAC", "pl", &rel, &values);
+    let rbac: Vec<Value> = docs.iter().filter(|d| d["kind"] != "Job").cloned().collect();
+    let expected: BTreeMap<String, usize> =
+        [("Role".into(), 1), ("RoleBinding".into(), 1), ("ServiceAccount".into(), 1)].into();
+    assert_eq!(kinds(&rbac), expected);
+    create("preset RBAC", &rbac, false).await;
+    let kubeconfig = cp().service_account_kubeconfig(&rel, "pl-pause-ledger").await.unwrap();
+
+    let run = run_as(&kubeconfig, &["restore", "--ledger", &format!("{fleet}/pause-ledger"), "-o", "json"]).await;
+    assert_eq!(run.code, 5, "permission denied for the chart outside the preset: {run:?}");
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let entry = |name: &str| {
+        report["entries"].as_array().unwrap().iter().find(|e| e["object"]["name"] == name).unwrap().clone()
+    };
+    assert_eq!(entry("harvester")["outcome"], "restored", "{report:#}");
+    assert_eq!((&entry("other")["outcome"], &entry("other")["cause"]), (&json!("failed"), &json!("permission-denied")));
+    assert!(!paused(&fleet, "harvester").await);
+    assert!(paused(&fleet, "other").await, "outside the preset: still paused");
 }
 
 // docs/many-clusters.md: its fleet.yaml and its per-context loop, read from the document.
