@@ -1,8 +1,7 @@
-//! The Helm chart end to end: `helm lint`/`helm template` for several value sets, rendered
-//! manifests through the API server's validation (server-side dry run), and the real `helm`
-//! CLI installing, upgrading, rolling back and uninstalling releases whose hooks record and
-//! restore what an upgrade paused, on the real kube-apiserver; plus the chart's RBAC proven
-//! sufficient and minimal, and the manual-run recipe.
+//! The Helm chart end to end: the real `helm` CLI installing, upgrading, rolling back and
+//! uninstalling releases whose hooks record and restore what an upgrade paused, on the real
+//! kube-apiserver; plus the chart's RBAC proven sufficient and minimal, and the manual-run
+//! recipe. (Rendering: the helm-unittest suites in chart/pause-ledger/tests and tests/chart.rs.)
 //!
 //! Hook Jobs are executed by [`hook_runner::HookRunner`], a test double for the kubelet and the
 //! Job controller (which this control plane lacks), and Rancher's ManagedChart → Bundle
@@ -15,7 +14,7 @@
 mod hook_runner;
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -24,7 +23,7 @@ use std::time::Duration;
 use hook_runner::{Execution, HookRunner, ImageConfig};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
@@ -109,13 +108,27 @@ fn values_file(name: &str, yaml: &str) -> String {
     path.display().to_string()
 }
 
-/// Values for a release whose ledger and ManagedCharts live in `fleet`; `restore` adds keys to
-/// the `restore` block.
-fn release_values(fleet: &str, restore: &str) -> String {
+/// Values for a release whose ledger and ManagedCharts live in `fleet`, without the preset:
+/// every ManagedChart of `fleet` may be restored (the ledgers here name charts of any name);
+/// `verify` adds keys to the `verify` block.
+fn release_values(fleet: &str, verify: &str) -> String {
     format!(
-        "ledger: {{namespace: {fleet}, name: pause-ledger}}\n\
+        "preset: {{name: \"\"}}\n\
+         ledger: {{namespace: {fleet}, name: pause-ledger}}\n\
          targets:\n  - {{apiGroup: management.cattle.io, resource: managedcharts, namespaces: [{fleet}]}}\n\
-         restore: {{output: json, {VERIFY}{restore}}}\n"
+         run: {{output: json}}\n\
+         verify: {{{VERIFY}{verify}}}\n"
+    )
+}
+
+/// Values for a release with the Harvester preset in `fleet`: the Jobs may touch its four
+/// ManagedCharts, by name, and nothing else (the chart's default, moved to `fleet`).
+fn preset_values(fleet: &str) -> String {
+    format!(
+        "preset: {{name: harvester, namespace: {fleet}}}\n\
+         ledger: {{namespace: {fleet}, name: pause-ledger}}\n\
+         run: {{output: json}}\n\
+         verify: {{{VERIFY}}}\n"
     )
 }
 
@@ -158,386 +171,6 @@ async fn create_docs(docs: &[Value], dry_run: bool) {
     }
 }
 
-fn hook_events(doc: &Value) -> BTreeSet<String> {
-    doc["metadata"]["annotations"]["helm.sh/hook"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a hook: {doc:#}"))
-        .split(',')
-        .map(str::to_string)
-        .collect()
-}
-
-fn events(list: &[&str]) -> BTreeSet<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-fn hook_weight(doc: &Value) -> i64 {
-    doc["metadata"]["annotations"]["helm.sh/hook-weight"]
-        .as_str()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no hook weight: {doc:#}"))
-}
-
-fn container(job: &Value) -> &Value {
-    &job["spec"]["template"]["spec"]["containers"][0]
-}
-
-fn env_of(job: &Value) -> BTreeMap<String, String> {
-    container(job)["env"]
-        .as_array()
-        .expect("env")
-        .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
-        .collect()
-}
-
-fn docs_of<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-fn named<'a>(docs: &'a [Value], kind: &str, ns: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["namespace"] == ns && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {ns}/{name}"))
-}
-
-/// Invariants every rendering must hold: hooks with before-hook-creation, dependencies of each
-/// Job hooks of all its events with lower weights, no TTL, the deadlines in order, a hardened
-/// pod, narrow Roles.
-fn check_rendering(docs: &[Value], what: &str) {
-    for doc in docs {
-        let kind = doc["kind"].as_str().unwrap();
-        resource_of(kind);
-        let plain_job = kind == "Job" && doc["metadata"]["labels"]["app.kubernetes.io/component"] == "rescue";
-        if !plain_job {
-            hook_events(doc);
-            let policy = doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"].as_str().unwrap_or_default();
-            assert!(
-                policy.split(',').any(|p| p == "before-hook-creation"),
-                "{what}: {kind} without before-hook-creation: {doc:#}"
-            );
-        }
-        match kind {
-            "ServiceAccount" => assert_eq!(doc["automountServiceAccountToken"], false, "{what}"),
-            "Role" => {
-                for rule in doc["rules"].as_array().expect("rules") {
-                    for v in rule["verbs"].as_array().unwrap() {
-                        assert!(["get", "patch", "create", "list"].contains(&v.as_str().unwrap()), "{what}: {rule}");
-                    }
-                    for field in ["apiGroups", "resources", "verbs"] {
-                        assert!(!rule[field].as_array().unwrap().contains(&json!("*")), "{what}: wildcard in {rule}");
-                    }
-                    if rule["resources"] == json!(["configmaps"]) && rule["verbs"] != json!(["create"]) {
-                        assert!(rule["resourceNames"].is_array(), "{what}: configmaps without resourceNames: {rule}");
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    for job in docs_of(docs, "Job") {
-        let component = job["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap();
-        if component != "rescue" {
-            let events = hook_events(job);
-            // Whatever the Job needs exists before it in every phase it runs in.
-            let suffix = format!("-{component}");
-            for dep in docs.iter().filter(|d| {
-                d["kind"] == "ServiceAccount"
-                    || (d["kind"] != "Job" && d["metadata"]["name"].as_str().unwrap().ends_with(&suffix))
-            }) {
-                assert!(
-                    hook_events(dep).is_superset(&events),
-                    "{what}: {} {} is not a hook of every event of the {component} Job",
-                    dep["kind"],
-                    dep["metadata"]["name"]
-                );
-                assert!(hook_weight(dep) < hook_weight(job), "{what}: {} must come before the Job", dep["kind"]);
-            }
-        }
-        let spec = &job["spec"];
-        assert!(spec.get("ttlSecondsAfterFinished").is_none(), "{what}: a TTL races with Helm's wait");
-        let deadline = spec["activeDeadlineSeconds"].as_i64().expect("deadline");
-        let tool: i64 = env_of(job)["PAUSE_LEDGER_TIMEOUT"].trim_end_matches('s').parse().unwrap();
-        assert!(tool < deadline && deadline < 300, "{what}: {tool} < {deadline} < 300 (Helm's default)");
-        assert!(spec["backoffLimit"].is_i64(), "{what}");
-        let fail_fast = &spec["podFailurePolicy"]["rules"][0];
-        assert_eq!(fail_fast["action"], "FailJob", "{what}");
-        assert_eq!(fail_fast["onExitCodes"]["containerName"], component, "{what}");
-        let pod = &spec["template"]["spec"];
-        assert_eq!(pod["restartPolicy"], "Never", "{what}");
-        assert_eq!(pod["automountServiceAccountToken"], true, "{what}");
-        assert_eq!(pod["enableServiceLinks"], false, "{what}");
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
-        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{what}");
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{what}");
-        let sc = &container(job)["securityContext"];
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
-        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{what}");
-        assert_eq!(container(job)["name"], component, "{what}");
-    }
-}
-
-async fn ensure_namespace(name: &str) {
-    let api: Api<Namespace> = Api::all(admin());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("namespace {name}: {e}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lint_template_and_server_side_dry_run_of_value_sets() {
-    let rel = namespace("tpl-rel").await;
-    let ledger_ns = namespace("tpl-ledger").await;
-    let t1 = namespace("tpl-t1").await;
-    let t2 = namespace("tpl-t2").await;
-    ensure_namespace("fleet-local").await;
-    let full = format!(
-        r#"
-hooks: {{deletePolicy: "hook-succeeded,hook-failed", outputLogsOnFailure: false}}
-image:
-  repository: registry.example.com/platform/pause-ledger
-  tag: "9.9.9"
-  digest: sha256:{digest}
-  pullPolicy: Always
-imagePullSecrets: [{{name: regcred}}]
-fullnameOverride: restorer
-ledger: {{namespace: {ledger_ns}, name: upgrade-ledger}}
-targets:
-  - apiGroup: management.cattle.io
-    resource: managedcharts
-    namespaces: [{t1}, {t2}]
-    resourceNames: [harvester, harvester-crd]
-  - {{apiGroup: fleet.cattle.io, resource: bundles, namespaces: [{t1}]}}
-  - {{apiGroup: apps, resource: deployments, namespaces: [{t2}]}}
-restore:
-  timeoutSeconds: 120
-  logFormat: plain
-  logLevel: pause_ledger=debug
-  output: json
-  waitReady: 60s
-  failOnNotReady: true
-  extraArgs: ["--concurrency=4"]
-  extraEnv: [{{name: PAUSE_LEDGER_MAX_ATTEMPTS, value: "5"}}]
-job: {{backoffLimit: 3, activeDeadlineSeconds: 150, terminationGracePeriodSeconds: 20}}
-record: {{enabled: true, preset: harvester, namespace: {t1}, onExisting: take-over}}
-rescue: {{enabled: true, namespace: {t1}, acknowledgeUnknownOwnership: true}}
-serviceAccount: {{name: upgrade-restorer, annotations: {{team: platform}}}}
-rbac: {{listTargets: true}}
-resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{cpu: 500m, memory: 256Mi}}}}
-nodeSelector: {{node-role.kubernetes.io/control-plane: "true"}}
-tolerations: [{{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}}]
-affinity:
-  nodeAffinity:
-    requiredDuringSchedulingIgnoredDuringExecution:
-      nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/arch, operator: In, values: [amd64]}}]}}]
-priorityClassName: system-cluster-critical
-podAnnotations: {{example.com/audit: "true"}}
-podLabels: {{example.com/team: platform}}
-"#,
-        digest = "a".repeat(64)
-    );
-    let pre_delete_only = format!(
-        "hooks: {{postUpgrade: false, postRollback: false}}\n{}",
-        release_values(&t1, ", events: false, propagationWindow: 0s")
-    );
-    let none = "hooks: {postUpgrade: false, postRollback: false, preDelete: false}\n";
-    let sets = [
-        ("defaults", None),
-        ("full", Some(values_file("tpl-full", &full))),
-        ("pre-delete-only", Some(values_file("tpl-pre-delete", &pre_delete_only))),
-        ("no-hooks", Some(values_file("tpl-none", none))),
-    ];
-    let chart = chart_dir();
-    for (what, file) in &sets {
-        let extra: Vec<&str> = file.iter().flat_map(|f| ["-f", f.as_str()]).collect();
-        let mut lint = vec!["lint", "--strict", chart.as_str()];
-        lint.extend(&extra);
-        let out = helm(&lint).await;
-        assert_eq!(out.code, 0, "helm lint --strict {what}: {out:?}");
-        let docs = template("tpl", &rel, &extra).await;
-        check_rendering(&docs, what);
-        let jobs = docs_of(&docs, "Job");
-        match *what {
-            "defaults" => {
-                assert_eq!(docs.len(), 4, "SA, Role, RoleBinding, Job: {docs:#?}");
-                let job = jobs[0];
-                assert_eq!(hook_events(job), events(&["post-upgrade", "post-rollback", "pre-delete"]));
-                assert_eq!(container(job)["args"], json!(["restore"]));
-                let env = env_of(job);
-                let expected = [
-                    ("PAUSE_LEDGER_LEDGER", "fleet-local/pause-ledger"),
-                    ("PAUSE_LEDGER_IF_MISSING", "ok"),
-                    ("PAUSE_LEDGER_TIMEOUT", "240s"),
-                    ("PAUSE_LEDGER_LOG_FORMAT", "json"),
-                    ("PAUSE_LEDGER_LOG", "info"),
-                    ("PAUSE_LEDGER_OUTPUT", "text"),
-                    ("PAUSE_LEDGER_PROGRESS", "never"),
-                    ("PAUSE_LEDGER_EVENTS", "true"),
-                    ("PAUSE_LEDGER_PROPAGATION_WINDOW", "30s"),
-                    ("PAUSE_LEDGER_SETTLE", "10s"),
-                ];
-                assert_eq!(env, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-                assert_eq!(job["spec"]["activeDeadlineSeconds"], 285);
-                assert_eq!(job["spec"]["backoffLimit"], 1);
-                assert_eq!(
-                    job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"],
-                    json!([2, 4, 5, 6, 8, 9])
-                );
-                assert_eq!(container(job)["image"], "localhost/pause-ledger:0.1.0");
-                let role = named(&docs, "Role", "fleet-local", "tpl-pause-ledger-restore");
-                assert_eq!(
-                    role["rules"],
-                    json!([
-                        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["pause-ledger"], "verbs": ["get", "patch"]},
-                        {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "verbs": ["get", "patch"]},
-                        {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "verbs": ["get"]},
-                        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-                    ])
-                );
-                let binding = named(&docs, "RoleBinding", "fleet-local", "tpl-pause-ledger-restore");
-                assert_eq!(
-                    binding["subjects"],
-                    json!([{"kind": "ServiceAccount", "name": "tpl-pause-ledger", "namespace": rel}])
-                );
-            }
-            "full" => {
-                // One Role + RoleBinding per namespace and component.
-                let roles: BTreeSet<(String, String)> = docs_of(&docs, "Role")
-                    .iter()
-                    .map(|d| {
-                        (
-                            d["metadata"]["namespace"].as_str().unwrap().into(),
-                            d["metadata"]["name"].as_str().unwrap().into(),
-                        )
-                    })
-                    .collect();
-                let expected: BTreeSet<(String, String)> = [&ledger_ns, &t1, &t2]
-                    .iter()
-                    .flat_map(|ns| ["restorer-restore", "restorer-record"].map(|n| (ns.to_string(), n.to_string())))
-                    .collect();
-                assert_eq!(roles, expected);
-                assert_eq!(docs_of(&docs, "RoleBinding").len(), 6);
-                assert_eq!(jobs.len(), 3, "restore, record, rescue");
-                let sa = docs_of(&docs, "ServiceAccount")[0];
-                assert_eq!(sa["metadata"]["name"], "upgrade-restorer");
-                assert_eq!(hook_events(sa), events(&["post-upgrade", "post-rollback", "pre-delete", "pre-upgrade"]));
-
-                let record = named(&docs, "Job", &rel, "restorer-record");
-                assert_eq!(hook_events(record), events(&["pre-upgrade"]));
-                assert_eq!(container(record)["args"], json!(["record"]));
-                let env = env_of(record);
-                assert_eq!(env["PAUSE_LEDGER_UPGRADE"], "tpl-1", "<release>-<revision>");
-                assert_eq!(env["PAUSE_LEDGER_PRESET"], "harvester");
-                assert_eq!(env["PAUSE_LEDGER_NAMESPACE"], t1);
-                assert_eq!(env["PAUSE_LEDGER_ON_EXISTING"], "take-over");
-                assert_eq!(env["PAUSE_LEDGER_LEDGER"], format!("{ledger_ns}/upgrade-ledger"));
-
-                let restore = named(&docs, "Job", &rel, "restorer-restore");
-                let c = container(restore);
-                assert_eq!(c["image"], format!("registry.example.com/platform/pause-ledger@sha256:{}", "a".repeat(64)));
-                assert_eq!(c["imagePullPolicy"], "Always");
-                assert_eq!(c["args"], json!(["restore", "--concurrency=4"]));
-                assert_eq!(c["resources"]["limits"]["cpu"], "500m");
-                let env = env_of(restore);
-                assert_eq!(env["PAUSE_LEDGER_MAX_ATTEMPTS"], "5");
-                assert_eq!(env["PAUSE_LEDGER_LEDGER"], format!("{ledger_ns}/upgrade-ledger"));
-                assert_eq!(env["PAUSE_LEDGER_TIMEOUT"], "120s");
-                assert_eq!(env["PAUSE_LEDGER_WAIT_READY"], "60s");
-                assert_eq!(env["PAUSE_LEDGER_FAIL_ON_NOT_READY"], "true");
-                assert_eq!(env["PAUSE_LEDGER_LOG_FORMAT"], "plain");
-                assert_eq!(restore["spec"]["backoffLimit"], 3);
-                assert_eq!(restore["spec"]["activeDeadlineSeconds"], 150);
-                let pod = &restore["spec"]["template"]["spec"];
-                assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
-                assert_eq!(pod["priorityClassName"], "system-cluster-critical");
-                assert_eq!(pod["terminationGracePeriodSeconds"], 20);
-                assert_eq!(pod["tolerations"][0]["effect"], "NoSchedule");
-                assert!(pod["affinity"]["nodeAffinity"].is_object());
-                assert_eq!(restore["spec"]["template"]["metadata"]["labels"]["example.com/team"], "platform");
-                assert_eq!(restore["spec"]["template"]["metadata"]["annotations"]["example.com/audit"], "true");
-                assert_eq!(
-                    restore["metadata"]["annotations"]["helm.sh/hook-delete-policy"],
-                    "before-hook-creation,hook-succeeded,hook-failed"
-                );
-                assert!(restore["metadata"]["annotations"].get("helm.sh/hook-output-log-policy").is_none());
-
-                let rescue = named(&docs, "Job", &rel, "restorer-rescue");
-                assert!(rescue["metadata"].get("annotations").is_none(), "the rescue Job is no hook");
-                assert_eq!(env_of(rescue)["PAUSE_LEDGER_ACKNOWLEDGE_UNKNOWN_OWNERSHIP"], "true");
-
-                // Only the kinds listed for each namespace; the ledger rule only in its own.
-                let t1_restore = named(&docs, "Role", &t1, "restorer-restore");
-                assert_eq!(
-                    t1_restore["rules"],
-                    json!([
-                        {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "resourceNames": ["harvester", "harvester-crd"], "verbs": ["get", "patch"]},
-                        {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "resourceNames": ["mcc-harvester", "mcc-harvester-crd"], "verbs": ["get"]},
-                        {"apiGroups": ["fleet.cattle.io"], "resources": ["bundles"], "verbs": ["get", "list", "patch"]},
-                        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-                    ])
-                );
-                let ledger_record = named(&docs, "Role", &ledger_ns, "restorer-record");
-                assert_eq!(
-                    ledger_record["rules"],
-                    json!([
-                        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
-                        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["upgrade-ledger"], "verbs": ["get", "patch"]},
-                        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-                    ])
-                );
-            }
-            "pre-delete-only" => {
-                for d in &docs {
-                    assert_eq!(hook_events(d), events(&["pre-delete"]), "{d:#}");
-                }
-                let role = named(&docs, "Role", &t1, "tpl-pause-ledger-restore");
-                assert_eq!(
-                    role["rules"],
-                    json!([
-                        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["pause-ledger"], "verbs": ["get", "patch"]},
-                        {"apiGroups": ["management.cattle.io"], "resources": ["managedcharts"], "verbs": ["get", "patch"]},
-                    ]),
-                    "no events and no Bundle rule when both are off"
-                );
-                assert_eq!(env_of(jobs[0])["PAUSE_LEDGER_EVENTS"], "false");
-            }
-            "no-hooks" => assert!(docs.is_empty(), "renders nothing: {docs:#?}"),
-            _ => unreachable!(),
-        }
-        // The API server's own validation and admission; nothing is persisted.
-        create_docs(&docs, true).await;
-    }
-
-    // values.schema.json and the template checks reject bad input with a message naming it.
-    let rejected: &[(&[&str], &str)] = &[
-        (&["--set", "restore.timeoutSeconds=soon"], "/restore/timeoutSeconds"),
-        (&["--set", "hooks.preDelete=yes"], "/hooks/preDelete"),
-        (&["--set", "hooks.deletePolicy=never"], "/hooks/deletePolicy"),
-        (&["--set", "image.digest=latest"], "/image/digest"),
-        (&["--set", "restore.ifMissing=maybe"], "/restore/ifMissing"),
-        (&["--set", "restore.logFormat=xml"], "/restore/logFormat"),
-        (&["--set", "restore.settle=soon"], "/restore/settle"),
-        (&["--set", "ledger.namespace=Fleet_Local"], "/ledger/namespace"),
-        (&["--set", "job.backoffLimit=-1"], "/job/backoffLimit"),
-        (&["--set", "record.onExisting=overwrite"], "/record/onExisting"),
-        (&["--set", "tolerations=none"], "/tolerations"),
-        (&["--set", "unknownKey=1"], "unknownKey"),
-        (&["--set", "job.activeDeadlineSeconds=200"], "must be greater than restore.timeoutSeconds"),
-        (&["--set", "record.enabled=true", "--set", "record.preset="], "needs record.namespace and record.names"),
-    ];
-    for (args, message) in rejected {
-        let mut a = vec!["template", "tpl", chart.as_str()];
-        a.extend_from_slice(args);
-        let out = helm(&a).await;
-        assert_ne!(out.code, 0, "{args:?} accepted: {out:?}");
-        assert!(out.stderr.contains(message), "{args:?}: {out:?}");
-    }
-}
-
 /// A test's release: its namespace, the fleet namespace (ledger and charts), the runner, the
 /// Rancher stand-in and a values file.
 struct Release {
@@ -555,11 +188,17 @@ fn start_runner(ns: &str) -> HookRunner {
 }
 
 impl Release {
-    /// `extra_values` gets the fleet namespace and returns more top-level values.
+    /// `extra_values` gets the fleet namespace and returns more top-level values, added to
+    /// [`release_values`].
     async fn new(prefix: &str, extra_values: impl FnOnce(&str) -> String) -> Release {
+        Release::with_values(prefix, |fleet| format!("{}{}", release_values(fleet, ""), extra_values(fleet))).await
+    }
+
+    /// `values` gets the fleet namespace and returns all the release's values.
+    async fn with_values(prefix: &str, values: impl FnOnce(&str) -> String) -> Release {
         let ns = namespace(&format!("{prefix}-rel")).await;
         let fleet = namespace(&format!("{prefix}-fleet")).await;
-        let values = values_file(&ns, &format!("{}{}", release_values(&fleet, ""), extra_values(&fleet)));
+        let values = values_file(&ns, &values(&fleet));
         Release {
             name: "pl".into(),
             runner: start_runner(&ns),
@@ -754,8 +393,7 @@ async fn upgrade_rollback_and_uninstall_hooks_restore_what_the_upgrade_paused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_upgrade_record_and_post_upgrade_restore_bracket_an_upgrade() {
     let rel =
-        Release::new("record", |fleet| format!("record: {{enabled: true, preset: harvester, namespace: {fleet}}}\n"))
-            .await;
+        Release::with_values("record", |fleet| format!("{}record: {{enabled: true}}\n", preset_values(fleet))).await;
     for n in ["harvester", "harvester-crd", "rancher-monitoring-crd", "rancher-logging-crd"] {
         create_chart(&rel.fleet, n).await;
     }
@@ -870,7 +508,7 @@ async fn the_job_deadline_stops_a_run_that_outlives_it() {
             "upgrade",
             &[
                 "--set",
-                "job.activeDeadlineSeconds=15,restore.timeoutSeconds=10,restore.settle=60s,restore.propagationWindow=0s",
+                "job.activeDeadlineSeconds=20,run.timeoutSeconds=10,verify.settle=60s,verify.propagationWindow=0s",
                 "--set-json",
                 r#"restore.extraArgs=["--timeout=120s"]"#,
             ],
@@ -1117,10 +755,7 @@ async fn manual_rescue_job_from_helm_template() {
     // An aborted upgrade that recorded nothing left two charts paused.
     set_paused_by_hand(&fleet, "harvester", true).await;
     set_paused_by_hand(&fleet, "harvester-crd", true).await;
-    let values = format!(
-        "{}rescue: {{enabled: true, namespace: {fleet}, acknowledgeUnknownOwnership: true}}\n",
-        release_values(&fleet, "")
-    );
+    let values = format!("{}rescue: {{enabled: true, acknowledgeUnknownOwnership: true}}\n", preset_values(&fleet));
     let (job, runs) = manual_run(&rel, "rescue", &values, |_| {}).await;
     assert!(condition(&job, "Complete").is_some(), "{runs:#?}");
     assert_eq!(runs.len(), 1);

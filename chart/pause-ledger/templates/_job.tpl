@@ -2,7 +2,8 @@
 A hook Job. Argument: dict with
   ctx       the root context
   component "restore", "record" or "rescue" (also the container name podFailurePolicy refers to)
-  events    comma-separated Helm hook events; empty for a plain Job (rescue)
+  events    comma-separated Helm hook events; empty for a plain Job (a manual rescue)
+  weight    hook weight (restore 0, rescue 10: after the restore of the same event)
   args      container args (the image's ENTRYPOINT is the binary)
   env       list of {name, value}
 */}}
@@ -18,12 +19,17 @@ metadata:
   labels:
     {{- include "pause-ledger.labels" $ | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
+  {{- /* jobAnnotations first, so the hook annotations the chart depends on win. */}}
+  {{- $annotations := deepCopy $.Values.jobAnnotations }}
   {{- if .events }}
+  {{- $annotations = merge (include "pause-ledger.hookAnnotations" (list $ .events (default "0" .weight)) | fromYaml) $annotations }}
+  {{- if $.Values.hooks.outputLogsOnFailure }}
+  {{- $_ := set $annotations "helm.sh/hook-output-log-policy" "hook-failed" }}
+  {{- end }}
+  {{- end }}
+  {{- with $annotations }}
   annotations:
-    {{- include "pause-ledger.hookAnnotations" (list $ .events "0") | nindent 4 }}
-    {{- if $.Values.hooks.outputLogsOnFailure }}
-    helm.sh/hook-output-log-policy: hook-failed
-    {{- end }}
+    {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
   # No ttlSecondsAfterFinished: a TTL can delete the Job before Helm's wait has seen it

@@ -1,12 +1,15 @@
 {{/*
 The rules one component needs in one namespace. Argument: dict with ctx, ns, component.
 
-restore (and the manual rescue Job, which shares its RBAC):
+restore (and the rescue Job, which shares its RBAC):
   - the ledger ConfigMap, by name: get (read) + patch (status write-back);
-  - each target kind, in the namespaces listed for it: get + patch (compare-and-set JSON
-    patch; the --settle guard re-reads and re-patches); list only with rbac.listTargets;
+  - each target kind (the preset's objects by name, then `targets`), in the namespaces listed
+    for it: get + patch (compare-and-set JSON patch; the --settle guard re-reads and
+    re-patches); list only with rbac.listTargets and no resourceNames;
   - ManagedChart targets with a propagation window: get on their Fleet Bundles (mcc-<name>);
-  - with Events on: create on core events.
+  - with a Harvester preset, in harvester.namespace: list on upgrades.harvesterhci.io (is a
+    Harvester upgrade still running?);
+  - with run.events: create on core events where it touches objects.
 record: create on configmaps (a name cannot restrict create) and get + patch of the ledger by
 name; get + patch on the targets; create on events.
 Nothing cluster-wide and no other verb. API discovery needs no rule: the default
@@ -28,7 +31,7 @@ system:discovery binding allows it to every authenticated user.
   resourceNames: [{{ $v.ledger.name | quote }}]
   verbs: ["get", "patch"]
 {{- end }}
-{{- range $v.targets }}
+{{- range (include "pause-ledger.targets" $ | fromYamlArray) }}
 {{- if has $ns .namespaces }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ .resource | quote }}]
@@ -36,7 +39,7 @@ system:discovery binding allows it to every authenticated user.
   resourceNames: {{ toJson . }}
   {{- end }}
   verbs: {{ ternary (list "get" "list" "patch") (list "get" "patch") (and $v.rbac.listTargets (ne $component "record") (empty .resourceNames)) | toJson }}
-{{- if and (eq $component "restore") (eq .apiGroup "management.cattle.io") (eq .resource "managedcharts") (not (regexMatch "^0+(ms|s|m|h)?$" $v.restore.propagationWindow)) }}
+{{- if and (eq $component "restore") (eq .apiGroup "management.cattle.io") (eq .resource "managedcharts") (not (regexMatch "^0+(ms|s|m|h)?$" $v.verify.propagationWindow)) }}
 - apiGroups: ["fleet.cattle.io"]
   resources: ["bundles"]
   {{- with .resourceNames }}
@@ -46,20 +49,28 @@ system:discovery binding allows it to every authenticated user.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if $v.restore.events }}
+{{- if and (ne $component "record") (eq $ns $v.harvester.namespace) (include "pause-ledger.upgradeCheck" $) }}
+- apiGroups: ["harvesterhci.io"]
+  resources: ["upgrades"]
+  verbs: ["list"]
+{{- end }}
+{{- $touched := eq $ns $v.ledger.namespace }}
+{{- range (include "pause-ledger.targets" $ | fromYamlArray) }}{{ if has $ns .namespaces }}{{ $touched = true }}{{ end }}{{ end }}
+{{- if and $v.run.events $touched }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
 {{- end }}
 
-{{/* A Role and RoleBinding per namespace. Argument: dict with ctx, component, events. */}}
+{{/* A Role and RoleBinding per namespace that needs rules. Argument: dict with ctx, component, events. */}}
 {{- define "pause-ledger.rbac" -}}
 {{- $ := .ctx }}
 {{- $component := .component }}
 {{- $events := .events }}
 {{- $name := printf "%s-%s" (include "pause-ledger.fullname" $) $component }}
 {{- range $ns := splitList "," (include "pause-ledger.restoreNamespaces" $) }}
+{{- if include "pause-ledger.rules" (dict "ctx" $ "ns" $ns "component" $component) | trim }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -92,5 +103,6 @@ subjects:
   - kind: ServiceAccount
     name: {{ include "pause-ledger.serviceAccountName" $ }}
     namespace: {{ $.Release.Namespace }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -519,7 +519,8 @@ fn crd(
     })
 }
 
-/// Server-side applies every CRD and waits until each is `Established`.
+/// Server-side applies every CRD, waits until each is `Established`, and creates the
+/// `harvester-system` namespace.
 pub async fn install(client: &kube::Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -532,6 +533,11 @@ pub async fn install(client: &kube::Client) -> Result<(), Error> {
         let name = crd.metadata.name.clone().unwrap_or_default();
         wait_established(&api, &name).await?;
     }
+    // Where Harvester keeps its Upgrades: present on every Harvester cluster, and the chart's
+    // restore RBAC has a Role there.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::harvester::HARVESTER_SYSTEM}});
+    namespaces.patch(crate::harvester::HARVESTER_SYSTEM, &params, &Patch::Apply(ns)).await?;
     Ok(())
 }
 
