@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kubeenv::{ControlPlane, RancherStandIn, crds};
-use pause_ledger::api::Access;
-use pause_ledger::kinds::FieldPath;
-use pause_ledger::ownership::pause_patch;
+use kubeenv::{ControlPlane, Mode, RancherStandIn, crds};
 use serde_json::{Value, json};
 
 const NS: &str = "fleet-local";
@@ -41,85 +38,87 @@ async fn demo(cp: &ControlPlane, bin: &str) -> anyhow::Result<()> {
     for name in CHARTS {
         let mut mc = DynamicObject::new(name, &ar).within(NS);
         // Shaped like Harvester's charts: they target the local cluster, so Fleet deploys them.
-        mc.data = json!({"spec": kubeenv::harvester::managed_chart_spec(name, "1.6.0")});
+        mc.data = json!({"spec": kubeenv::harvester::managed_chart_spec(name, "1.5.0")});
         charts.create(&PostParams::default(), &mc).await?;
     }
-    // TEST DOUBLE: stands in for Rancher's ManagedChart controller and Fleet (Bundles mcc-*, Ready).
-    let _rancher = RancherStandIn::spawn(client.clone(), NS);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // TEST DOUBLE: stands in for Rancher's ManagedChart controller and Fleet (Bundles, status).
+    let rancher = RancherStandIn::spawn(client.clone(), NS);
+    wait_until(&charts, |c| c.pointer("/status/summary/ready") == Some(&json!(1))).await?;
 
     println!("\n== an administrator pauses rancher-logging-crd on purpose, before the upgrade");
-    charts
-        .patch(
-            "rancher-logging-crd",
-            &PatchParams { field_manager: Some("kubectl-patch".into()), ..Default::default() },
-            &Patch::Merge(json!({"spec": {"paused": true}})),
-        )
-        .await?;
+    let admin = PatchParams { field_manager: Some("kubectl-patch".into()), ..Default::default() };
+    charts.patch("rancher-logging-crd", &admin, &Patch::Merge(json!({"spec": {"paused": true}}))).await?;
 
-    println!("== the upgrade {UPGRADE} pauses the charts it needs (marking each) and records the ledger");
-    let access = Access::new(client.clone(), Duration::from_secs(10));
-    let field = FieldPath::parse("spec.paused").map_err(anyhow::Error::msg)?;
-    let mut entries = String::new();
-    for name in ["harvester-crd", "rancher-monitoring-crd", "harvester"] {
-        let obj = serde_json::to_value(charts.get(name).await?)?;
-        let Some(patch) = pause_patch(&obj, &field, UPGRADE).map_err(anyhow::Error::msg)? else {
-            bail!("{name} was already paused");
-        };
-        let path = format!("/apis/management.cattle.io/v3/namespaces/{NS}/managedcharts/{name}");
-        access.json_patch(name, &path, &patch, "pause-ledger", false).await?;
-        entries.push_str(&format!("  - namespace: {NS}\n    name: {name}\n"));
-    }
-    let ledger = format!(
-        "version: pause-ledger/v1\nupgrade: {UPGRADE}\npausedAt: {}\nentries:\n{entries}pausedBefore:\n  - namespace: {NS}\n    name: rancher-logging-crd\n",
-        jiff::Timestamp::now()
+    let kubeconfig = cp.kubeconfig_path().to_path_buf();
+    let pl = |args: &[&str], kubeconfig: &std::path::Path| {
+        println!("$ pause-ledger {}", args.join(" "));
+        let mut c = std::process::Command::new(bin);
+        c.args(args)
+            .env("PAUSE_LEDGER_KUBECONFIG", kubeconfig)
+            .env("PAUSE_LEDGER_PROGRESS", "never")
+            .stdin(Stdio::null());
+        let code = c.status().map(|s| s.code().unwrap_or(-1));
+        if let Ok(code) = code {
+            println!("(exit {code})\n");
+        }
+        code
+    };
+    let ledger = format!("{NS}/pause-ledger");
+    println!(
+        "\n== the upgrade {UPGRADE} pauses Harvester's charts through pause-ledger (marking each) and records the ledger"
     );
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), NS);
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "pause-ledger"}, "data": {"ledger.yaml": ledger}}))?,
-    )
-    .await?;
-    println!("\n--- ledger.yaml (ConfigMap {NS}/pause-ledger)\n{ledger}---");
+    pl(&["record", "--ledger", &ledger, "--upgrade", UPGRADE, "--preset", "harvester"], &kubeconfig)?;
+    println!("== it bumps the charts to 1.6.0 while they are paused; harvester-crd 1.6.0 is not in the repository yet");
+    rancher.set_chart_mode("harvester-crd", Mode::ChartVersionNotFound);
+    for name in ["harvester", "harvester-crd", "rancher-monitoring-crd"] {
+        charts.patch(name, &admin, &Patch::Merge(json!({"spec": {"version": "1.6.0"}}))).await?;
+    }
     println!("== ...and the upgrade is cancelled. Its job dies; nothing unpauses the charts.");
     tokio::time::sleep(Duration::from_millis(500)).await;
     print_table(&client).await?;
 
-    println!("\n== pause-ledger restore (as the least-privileged ServiceAccount the Helm hook uses)");
-    let kubeconfig = restricted_kubeconfig(cp, &client).await?;
-    let run = |extra: &'static [&'static str]| {
-        let mut c = std::process::Command::new(bin);
-        c.args(["restore", "--ledger", &format!("{NS}/pause-ledger"), "--progress", "never"])
-            .args(extra)
-            .env("PAUSE_LEDGER_KUBECONFIG", &kubeconfig)
-            .stdin(Stdio::null());
-        c
-    };
-    println!("$ pause-ledger restore --ledger {NS}/pause-ledger --dry-run");
-    let status = run(&["--dry-run"]).status()?;
-    println!("(exit {})\n", status.code().unwrap_or(-1));
-    println!("$ pause-ledger restore --ledger {NS}/pause-ledger");
-    let status = run(&[]).status()?;
-    println!("(exit {})", status.code().unwrap_or(-1));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    println!("\n== pause-ledger restore, as the least-privileged ServiceAccount the Helm hook uses");
+    let hook = restricted_kubeconfig(cp, &client).await?;
+    pl(&["restore", "--ledger", &ledger, "--dry-run"], &hook)?;
+    let first = pl(&["restore", "--ledger", &ledger, "--propagation-window", "5s"], &hook)?;
+    print_table(&client).await?;
+    println!("   harvester-crd never reached its Bundle (Rancher says why, on condition Defined), so");
+    println!("   harvester was held back: it must not roll out on top of stale CRDs.");
+
+    println!(
+        "\n== the repository gets harvester-crd 1.6.0; restore again, waiting for readiness the way Harvester judges it"
+    );
+    rancher.clear_chart_mode("harvester-crd");
+    let second = pl(&["restore", "--ledger", &ledger, "--wait-ready=60s", "--fail-on-not-ready"], &hook)?;
     print_table(&client).await?;
 
-    println!("\n$ pause-ledger status --ledger {NS}/pause-ledger");
-    std::process::Command::new(bin)
-        .args(["status", "--ledger", &format!("{NS}/pause-ledger")])
-        .env("PAUSE_LEDGER_KUBECONFIG", &kubeconfig)
-        .status()?;
-    println!("\n$ pause-ledger restore --ledger {NS}/pause-ledger   # again: the status says done");
-    let again = run(&[]).status()?;
-    println!("(exit {})", again.code().unwrap_or(-1));
-    if status.code() != Some(0) || again.code() != Some(0) {
-        bail!("restore did not succeed");
+    pl(&["status", "--ledger", &ledger], &hook)?;
+    println!("== again: the status says done");
+    let again = pl(&["restore", "--ledger", &ledger], &hook)?;
+    if first != 3 || second != 0 || again != 0 {
+        bail!("unexpected exit codes: {first}, {second}, {again} (want 3, 0, 0)");
     }
     Ok(())
 }
 
+/// Until every chart satisfies `ok`.
+async fn wait_until(charts: &Api<DynamicObject>, ok: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        let mut all = true;
+        for name in CHARTS {
+            all &= ok(&serde_json::to_value(charts.get(name).await?)?);
+        }
+        if all {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the charts did not deploy")
+}
+
 /// A ServiceAccount with exactly what restore needs (the chart's rules): the ledger by name,
-/// get/patch on charts, get on their Bundles, create on Events.
+/// get/patch on charts, get on their Bundles, create on Events, and list on Harvester's
+/// Upgrades (is one still running?).
 async fn restricted_kubeconfig(cp: &ControlPlane, client: &kube::Client) -> anyhow::Result<std::path::PathBuf> {
     let path = cp.service_account_kubeconfig(NS, "pause-ledger").await?;
     let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), NS);
@@ -149,13 +148,36 @@ async fn restricted_kubeconfig(cp: &ControlPlane, client: &kube::Client) -> anyh
             }))?,
         )
         .await?;
+    let system = kubeenv::harvester::HARVESTER_SYSTEM;
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), system);
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "pause-ledger"},
+                "rules": [{"apiGroups": ["harvesterhci.io"], "resources": ["upgrades"], "verbs": ["list"]}]}))?,
+        )
+        .await?;
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), system);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "pause-ledger"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pause-ledger"},
+                "subjects": [{"kind": "ServiceAccount", "name": "pause-ledger", "namespace": NS}],
+            }))?,
+        )
+        .await?;
     Ok(path)
 }
 
 async fn print_table(client: &kube::Client) -> anyhow::Result<()> {
     let charts: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::managed_chart_resource());
     let bundles: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::bundle_resource());
-    println!("{:<24} {:<8} {:<22} {:<16} READY", "MANAGEDCHART", "PAUSED", "MARK", "BUNDLE PAUSED");
+    println!(
+        "\n{:<24} {:<8} {:<8} {:<20} {:<14} {:<6} {:<12} READY",
+        "MANAGEDCHART", "VERSION", "PAUSED", "MARK", "BUNDLE PAUSED", "READY", "UNAVAILABLE"
+    );
     for name in CHARTS {
         let c = serde_json::to_value(charts.get(name).await?)?;
         let b = bundles.get_opt(&kubeenv::rancher::bundle_name(name)).await?.map(serde_json::to_value).transpose()?;
@@ -172,7 +194,16 @@ async fn print_table(client: &kube::Client) -> anyhow::Result<()> {
             .and_then(|cs| cs.iter().find(|x| x["type"] == "Ready"))
             .and_then(|x| x["status"].as_str())
             .unwrap_or("-");
-        println!("{name:<24} {paused:<8} {mark:<22} {bundle:<16} {ready}");
+        let version = c.pointer("/spec/version").and_then(Value::as_str).unwrap_or("-");
+        let summary = format!(
+            "{}/{}",
+            c.pointer("/status/summary/ready").and_then(Value::as_i64).unwrap_or(0),
+            c.pointer("/status/summary/desiredReady").and_then(Value::as_i64).unwrap_or(0)
+        );
+        let unavailable = c.pointer("/status/unavailable").and_then(Value::as_i64).unwrap_or(0);
+        println!(
+            "{name:<24} {version:<8} {paused:<8} {mark:<20} {bundle:<14} {summary:<8} {unavailable:<12} Ready={ready}"
+        );
     }
     Ok(())
 }

@@ -252,7 +252,8 @@ const DRY_RUN_CASES: &[DryRunCase] = &[
     DryRunCase {
         what: "defaults",
         values: "",
-        renders: &[("Job", 1), ("Role", 1), ("RoleBinding", 1), ("ServiceAccount", 1)],
+        // fleet-local, and harvester-system (list Upgrades: is one still running?).
+        renders: &[("Job", 1), ("Role", 2), ("RoleBinding", 2), ("ServiceAccount", 1)],
     },
     DryRunCase {
         what: "every value set",
@@ -287,8 +288,9 @@ podAnnotations: {example.com/audit: "true"}
 podLabels: {example.com/team: platform}
 jobAnnotations: {example.com/ticket: OPS-1}
 "#,
-        // restore + record Roles in three namespaces; restore, record and rescue Jobs.
-        renders: &[("Job", 3), ("Role", 6), ("RoleBinding", 6), ("ServiceAccount", 1)],
+        // restore + record Roles in three namespaces, restore's in harvester-system too;
+        // restore, record and rescue Jobs.
+        renders: &[("Job", 3), ("Role", 7), ("RoleBinding", 7), ("ServiceAccount", 1)],
     },
     DryRunCase {
         what: "no preset: record by name, pre-delete only, no Events, no propagation check",
@@ -336,8 +338,9 @@ async fn the_preset_rbac_keeps_a_ledger_to_the_presets_charts() {
     let values = format!("preset: {{namespace: {fleet}}}\nledger: {{namespace: {fleet}}}\n");
     let docs = render("preset RBAC", "pl", &rel, &values);
     let rbac: Vec<Value> = docs.iter().filter(|d| d["kind"] != "Job").cloned().collect();
+    // The preset's namespace, and harvester-system (Harvester Upgrades).
     let expected: BTreeMap<String, usize> =
-        [("Role".into(), 1), ("RoleBinding".into(), 1), ("ServiceAccount".into(), 1)].into();
+        [("Role".into(), 2), ("RoleBinding".into(), 2), ("ServiceAccount".into(), 1)].into();
     assert_eq!(kinds(&rbac), expected);
     create("preset RBAC", &rbac, false).await;
     let kubeconfig = cp().service_account_kubeconfig(&rel, "pl-pause-ledger").await.unwrap();
