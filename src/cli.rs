@@ -176,17 +176,29 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the ledger, its restore status and the live state of every entry.
     Status(StatusArgs),
+    /// Print a shell completion script: `source <(pause-ledger completion bash)`.
+    Completion(CompletionArgs),
+}
+
+/// `completion` options.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 impl Command {
-    /// The command's API limits (`--timeout` and the retry policy).
-    pub fn api(&self) -> &ApiArgs {
+    /// The command's API limits (`--timeout` and the retry policy); `None` for commands that
+    /// do not talk to the API.
+    pub fn api(&self) -> Option<&ApiArgs> {
         match self {
-            Command::Restore(a) => &a.api,
-            Command::Record(a) => &a.api,
-            Command::Rescue(a) => &a.api,
-            Command::Validate(a) => &a.api,
-            Command::Status(a) => &a.api,
+            Command::Restore(a) => Some(&a.api),
+            Command::Record(a) => Some(&a.api),
+            Command::Rescue(a) => Some(&a.api),
+            Command::Validate(a) => Some(&a.api),
+            Command::Status(a) => Some(&a.api),
+            Command::Completion(_) => None,
         }
     }
 }

@@ -198,40 +198,16 @@ impl LedgerError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawLedger {
-    version: String,
-    upgrade: String,
-    paused_at: String,
-    #[serde(default)]
-    ownership: Option<Ownership>,
-    #[serde(default)]
-    field_manager: Option<String>,
-    entries: Vec<Spanned<RawEntry>>,
-    #[serde(default)]
-    paused_before: Vec<Spanned<RawEntry>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// One entry's fields, typed (read from the YAML by [`Fields`], or built by the minimal form).
 struct RawEntry {
-    #[serde(default)]
     api_version: Option<String>,
-    #[serde(default)]
     kind: Option<String>,
-    #[serde(default)]
     namespace: Option<String>,
     name: String,
-    #[serde(default)]
     field: Option<String>,
-    #[serde(default)]
     order: Option<i32>,
-    #[serde(default)]
     upgrade: Option<String>,
-    #[serde(default)]
     ownership: Option<Ownership>,
-    #[serde(default)]
     field_manager: Option<String>,
 }
 
@@ -327,43 +303,223 @@ pub fn parse_file(text: &str) -> Result<Ledger, LedgerError> {
     }
 }
 
-fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
-    let raw: RawLedger = serde_saphyr::from_str(text).map_err(|e| {
-        let loc = match e.location() {
-            Some(l) => format!("{LEDGER_KEY} line {}", l.line()),
-            None => LEDGER_KEY.to_string(),
+/// A YAML mapping whose values keep their line, read key by key with exact types: every
+/// problem names its key path and line, and all of them are collected before failing.
+struct Fields {
+    map: Mapping,
+    /// The key path of this mapping, e.g. `entries[1].` (empty at the top).
+    path: String,
+    /// The line of the mapping itself, for keys that are missing.
+    line: Option<u64>,
+}
+
+impl Fields {
+    fn location(&self, key: &str, line: Option<u64>) -> String {
+        match line.or(self.line) {
+            Some(l) => format!("{LEDGER_KEY} line {l}, {}{key}", self.path),
+            None => format!("{LEDGER_KEY}, {}{key}", self.path),
+        }
+    }
+
+    fn issue(&self, issues: &mut Vec<Issue>, key: &str, line: Option<u64>, message: String) {
+        issues.push(Issue { location: self.location(key, line), message });
+    }
+
+    /// A string; `required` makes a missing key a problem too.
+    fn string(&mut self, key: &str, required: bool, issues: &mut Vec<Issue>) -> Option<String> {
+        match self.map.remove(key) {
+            Some(Spanned { value: serde_json::Value::String(s), .. }) => Some(s),
+            Some(v) => {
+                let line = Some(v.defined.line());
+                self.issue(issues, key, line, format!("must be a string, found {}", describe(&v.value)));
+                None
+            }
+            None if required => {
+                self.issue(issues, key, None, "is required".into());
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An integer in the range of `i32`.
+    fn int(&mut self, key: &str, issues: &mut Vec<Issue>) -> Option<i32> {
+        let v = self.map.remove(key)?;
+        let line = Some(v.defined.line());
+        match v.value.as_i64().map(i32::try_from) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                self.issue(issues, key, line, format!("{} is out of range ({} to {})", v.value, i32::MIN, i32::MAX));
+                None
+            }
+            None => {
+                self.issue(issues, key, line, format!("must be an integer, found {}", describe(&v.value)));
+                None
+            }
+        }
+    }
+
+    /// `marked` or `unmarked`.
+    fn ownership(&mut self, issues: &mut Vec<Issue>) -> Option<Ownership> {
+        let line = self.map.get("ownership").map(|v| v.defined.line());
+        match self.string("ownership", false, issues)?.as_str() {
+            "marked" => Some(Ownership::Marked),
+            "unmarked" => Some(Ownership::Unmarked),
+            other => {
+                self.issue(issues, "ownership", line, format!("must be \"marked\" or \"unmarked\", not {other:?}"));
+                None
+            }
+        }
+    }
+
+    /// A list's value, taken out for its own reading.
+    fn take(&mut self, key: &str) -> Option<Node> {
+        self.map.remove(key)
+    }
+
+    /// Keys nobody read: unknown fields (a typo must not silently mean nothing).
+    fn unknown(self, known: &[&str], issues: &mut Vec<Issue>) {
+        for (key, v) in &self.map {
+            let line = Some(v.defined.line());
+            self.issue(issues, key, line, format!("unknown field; expected one of {}", known.join(", ")));
+        }
+    }
+}
+
+/// How a YAML value reads in a message.
+fn describe(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "nothing (an empty value)".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+const LEDGER_FIELDS: [&str; 7] =
+    ["version", "upgrade", "pausedAt", "ownership", "fieldManager", "entries", "pausedBefore"];
+const ENTRY_FIELDS: [&str; 9] =
+    ["apiVersion", "kind", "namespace", "name", "field", "order", "upgrade", "ownership", "fieldManager"];
+
+/// A YAML value with its location.
+type Node = Spanned<serde_json::Value>;
+/// A YAML mapping, each value with its location.
+type Mapping = BTreeMap<String, Node>;
+
+/// The items of `entries` and `pausedBefore`, each with the line it starts on.
+#[derive(Deserialize)]
+struct Lists {
+    #[serde(default)]
+    entries: Option<Vec<Spanned<Mapping>>>,
+    #[serde(default, rename = "pausedBefore")]
+    paused_before: Option<Vec<Spanned<Mapping>>>,
+}
+
+/// A YAML error as an issue: its line, and saphyr's message without its own location prefix.
+fn yaml_issue(e: &serde_saphyr::Error) -> Issue {
+    let location = match e.location() {
+        Some(l) => format!("{LEDGER_KEY} line {}", l.line()),
+        None => LEDGER_KEY.to_string(),
+    };
+    // saphyr's message repeats the location and may carry a snippet; keep its first line.
+    let msg = e.to_string();
+    let first = msg.lines().next().unwrap_or("invalid YAML");
+    Issue { location, message: strip_location_prefix(first) }
+}
+
+/// Read one list (`entries` or `pausedBefore`): each item a mapping of entry fields.
+fn read_list(
+    key: &str,
+    value: Option<Node>,
+    items: Option<Vec<Spanned<Mapping>>>,
+    top: &Fields,
+    issues: &mut Vec<Issue>,
+) -> Vec<(RawEntry, u64)> {
+    let Some(value) = value else { return Vec::new() };
+    let line = Some(value.defined.line());
+    let Some(list) = value.value.as_array() else {
+        if !value.value.is_null() {
+            top.issue(issues, key, line, format!("must be a list, found {}", describe(&value.value)));
+        }
+        return Vec::new();
+    };
+    if let Some(i) = list.iter().position(|x| !x.is_object()) {
+        top.issue(issues, &format!("{key}[{i}]"), line, format!("must be a mapping, found {}", describe(&list[i])));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
+        let item_line = item.defined.line();
+        let mut f = Fields { map: item.value, path: format!("{key}[{i}]."), line: Some(item_line) };
+        let raw = RawEntry {
+            api_version: f.string("apiVersion", false, issues),
+            kind: f.string("kind", false, issues),
+            namespace: f.string("namespace", false, issues),
+            name: f.string("name", true, issues).unwrap_or_default(),
+            field: f.string("field", false, issues),
+            order: f.int("order", issues),
+            upgrade: f.string("upgrade", false, issues),
+            ownership: f.ownership(issues),
+            field_manager: f.string("fieldManager", false, issues),
         };
-        // saphyr's message repeats the location and may carry a snippet; keep its first line.
-        let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or("invalid YAML");
-        LedgerError::one(loc, strip_location_prefix(first))
-    })?;
+        f.unknown(&ENTRY_FIELDS, issues);
+        out.push((raw, item_line));
+    }
+    out
+}
+
+fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
+    let map: Mapping = match serde_saphyr::from_str(text) {
+        Ok(m) => m,
+        Err(e) => return Err(LedgerError::Invalid(vec![yaml_issue(&e)])),
+    };
+    let lists: Lists = serde_saphyr::from_str(text).unwrap_or(Lists { entries: None, paused_before: None });
     let mut issues = Vec::new();
-    if raw.version != FORMAT_VERSION {
+    let mut top = Fields { map, path: String::new(), line: None };
+    let version = top.string("version", true, &mut issues);
+    if let Some(v) = &version
+        && v != FORMAT_VERSION
+    {
         issues.push(Issue {
             location: format!("{LEDGER_KEY} version"),
-            message: format!("unknown version {:?}; this build reads {FORMAT_VERSION:?}", raw.version),
+            message: format!("unknown version {v:?}; this build reads {FORMAT_VERSION:?}"),
         });
     }
-    check_upgrade_id(&raw.upgrade, &format!("{LEDGER_KEY} upgrade"), &mut issues);
-    let paused_at = parse_time(&raw.paused_at, &format!("{LEDGER_KEY} pausedAt"), &mut issues);
-    let field_manager = raw.field_manager.unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
+    let upgrade = top.string("upgrade", true, &mut issues);
+    if let Some(u) = &upgrade {
+        check_upgrade_id(u, &format!("{LEDGER_KEY} upgrade"), &mut issues);
+    }
+    let paused_at = top
+        .string("pausedAt", true, &mut issues)
+        .and_then(|t| parse_time(&t, &format!("{LEDGER_KEY} pausedAt"), &mut issues));
+    let ownership = top.ownership(&mut issues);
+    let field_manager =
+        top.string("fieldManager", false, &mut issues).unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
     check_field_manager(&field_manager, &format!("{LEDGER_KEY} fieldManager"), &mut issues);
+    let entries_value = top.take("entries");
+    if entries_value.is_none() {
+        top.issue(&mut issues, "entries", None, "is required (an empty list when nothing was paused)".into());
+    }
+    let before_value = top.take("pausedBefore");
+    let raw_entries = read_list("entries", entries_value, lists.entries, &top, &mut issues);
+    let raw_before = read_list("pausedBefore", before_value, lists.paused_before, &top, &mut issues);
+    top.unknown(&LEDGER_FIELDS, &mut issues);
+
     // An empty `entries` is valid: a record run that found everything paused before the upgrade.
-    let mut entries = Vec::with_capacity(raw.entries.len());
-    for (i, e) in raw.entries.into_iter().enumerate() {
-        let line = e.defined.line();
+    let mut entries = Vec::with_capacity(raw_entries.len());
+    for (i, (raw, line)) in raw_entries.into_iter().enumerate() {
         let loc = format!("{LEDGER_KEY} line {line}, entries[{i}]");
-        if let Some(entry) = validate_entry(e.value, &loc, Some(line), &mut issues) {
+        if let Some(entry) = validate_entry(raw, &loc, Some(line), &mut issues) {
             entries.push(entry);
         }
     }
     let mut paused_before = Vec::new();
     let mut before_lines = Vec::new();
-    for (i, e) in raw.paused_before.into_iter().enumerate() {
-        let line = e.defined.line();
+    for (i, (raw, line)) in raw_before.into_iter().enumerate() {
         let loc = format!("{LEDGER_KEY} line {line}, pausedBefore[{i}]");
-        let raw = e.value;
         if raw.upgrade.is_some() || raw.ownership.is_some() || raw.field_manager.is_some() {
             issues.push(Issue {
                 location: loc.clone(),
@@ -381,9 +537,9 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
         return Err(LedgerError::Invalid(issues));
     }
     Ok(Ledger {
-        upgrade: raw.upgrade,
+        upgrade: upgrade.unwrap_or_default(),
         paused_at,
-        ownership: raw.ownership.unwrap_or(Ownership::Marked),
+        ownership: ownership.unwrap_or(Ownership::Marked),
         field_manager,
         entries,
         paused_before,
@@ -502,10 +658,13 @@ fn validate_entry(raw: RawEntry, loc: &str, line: Option<u64>, issues: &mut Vec<
     {
         push(format!("namespace: {m}"));
     }
-    if let Err(m) = check_subdomain(&raw.name) {
+    // An empty name was reported missing already.
+    if !raw.name.is_empty()
+        && let Err(m) = check_subdomain(&raw.name)
+    {
         push(format!("name: {m}"));
     }
-    let object = Arc::new(ObjectRef { api_version, kind, namespace: raw.namespace, name: raw.name });
+    let object = Arc::new(ObjectRef { api_version, kind, namespace: raw.namespace, name: raw.name.clone() });
     let field_text = raw.field.unwrap_or_else(|| kinds::default_field(object.group(), &object.kind).to_string());
     let field = match FieldPath::parse(&field_text) {
         Ok(f) => Some(f),
@@ -525,7 +684,7 @@ fn validate_entry(raw: RawEntry, loc: &str, line: Option<u64>, issues: &mut Vec<
     {
         push("fieldManager: must be 1-128 characters".into());
     }
-    if issues.len() != before {
+    if issues.len() != before || raw.name.is_empty() {
         return None;
     }
     Some(Entry {
@@ -772,10 +931,11 @@ entries:
         assert!(v[0].message.contains("duplicate"), "{v:?}");
 
         let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("    order: 5\n", "    colour: red\n"))]));
-        assert!(v[0].message.contains("colour"), "{v:?}");
+        assert_eq!(v[0].location, "ledger.yaml line 13, entries[2].colour", "{v:?}");
+        assert!(v[0].message.starts_with("unknown field"), "{v:?}");
 
         let v = invalid(data(&[(LEDGER_KEY, &FULL.replace("upgrade: hvst-upgrade-abcde\n", ""))]));
-        assert!(v[0].message.contains("upgrade"), "{v:?}");
+        assert_eq!((v[0].location.as_str(), v[0].message.as_str()), ("ledger.yaml, upgrade", "is required"), "{v:?}");
 
         let v = invalid(data(&[(CHARTS_KEY, "harvester")]));
         assert!(v[0].message.contains("no namespace"), "{v:?}");
@@ -795,6 +955,47 @@ entries:
 
         let v = invalid(data(&[(LEDGER_KEY, FULL), (INTENT_KEY, "run: x\n")]));
         assert!(v[0].location.contains(INTENT_KEY), "{v:?}");
+    }
+
+    #[test]
+    fn every_problem_names_its_key_and_line_and_all_come_at_once() {
+        let text = "version: pause-ledger/v1
+upgrade:
+pausedAt: 2026-11-27T10:00:00Z
+entries:
+  - namespace: fleet-local
+    name:
+  - namespace: fleet-local
+    name: harvester
+    order: \"3\"
+  - namespace: fleet-local
+    name: harvester-crd
+    order: 1.5
+  - namespace: fleet-local
+    name: rancher-logging-crd
+    order: 99999999999
+  - namespace: fleet-local
+    name: rancher-monitoring-crd
+    order: -2
+";
+        let v = invalid(data(&[(LEDGER_KEY, text)]));
+        let got: Vec<String> = v.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "ledger.yaml line 2, upgrade: must be a string, found nothing (an empty value)",
+                "ledger.yaml line 6, entries[0].name: must be a string, found nothing (an empty value)",
+                "ledger.yaml line 9, entries[1].order: must be an integer, found the string \"3\"",
+                "ledger.yaml line 12, entries[2].order: must be an integer, found the number 1.5",
+                "ledger.yaml line 15, entries[3].order: 99999999999 is out of range (-2147483648 to 2147483647)",
+            ],
+            "negative orders are allowed; nothing leaks Rust types"
+        );
+        let v = invalid(data(&[(
+            LEDGER_KEY,
+            "version: pause-ledger/v1\nupgrade: u\npausedAt: 2026-11-27T10:00:00Z\nentries: harvester\n",
+        )]));
+        assert_eq!(v[0].to_string(), "ledger.yaml line 4, entries: must be a list, found the string \"harvester\"");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use pause_ledger::runtime::{Logs, OVERRUN};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs = Logs::init(cli.global.log_format, &cli.global.log_level);
-    logs.start_watchdog(cli.command.api().timeout.saturating_add(OVERRUN));
+    if let Some(api) = cli.command.api() {
+        logs.start_watchdog(api.timeout.saturating_add(OVERRUN));
+    }
     // One thread: the work is waiting on the API server. Measured at N=5000 against two worker
     // threads: peak RSS 17.1-17.3 vs 18.2-19.2 MiB (one malloc arena), CPU 1.4 vs 1.7 s, wall time
     // within noise (BENCHMARKS.md). The watchdog and the log writer keep their own threads.

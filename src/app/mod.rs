@@ -47,6 +47,11 @@ pub async fn run(cli: Cli, logs: Logs) -> Exit {
         Command::Record(a) => record::record(g, a, cancel, plain).await,
         Command::Status(a) => status::status(g, a, cancel).await,
         Command::Validate(a) => validate::validate(g, a, cancel).await,
+        Command::Completion(a) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(a.shell, &mut Cli::command(), "pause-ledger", &mut std::io::stdout());
+            Exit::Success
+        }
     }
 }
 
