@@ -175,7 +175,7 @@ async fn print_table(client: &kube::Client) -> anyhow::Result<()> {
     let charts: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::managed_chart_resource());
     let bundles: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &crds::bundle_resource());
     println!(
-        "\n{:<24} {:<8} {:<8} {:<20} {:<14} {:<6} {:<12} READY",
+        "\n{:<24} {:<8} {:<8} {:<20} {:<14} {:<8} {:<12} CONDITION",
         "MANAGEDCHART", "VERSION", "PAUSED", "MARK", "BUNDLE PAUSED", "READY", "UNAVAILABLE"
     );
     for name in CHARTS {

@@ -303,39 +303,51 @@ pub fn parse_file(text: &str) -> Result<Ledger, LedgerError> {
     }
 }
 
-/// A YAML mapping whose values keep their line, read key by key with exact types: every
-/// problem names its key path and line, and all of them are collected before failing.
-struct Fields {
-    map: Mapping,
-    /// The key path of this mapping, e.g. `entries[1].` (empty at the top).
-    path: String,
-    /// The line of the mapping itself, for keys that are missing.
+/// A YAML value with its location.
+type Node = Spanned<serde_json::Value>;
+
+/// A problem with one key of a mapping: the key, its line (the mapping's when the key is
+/// missing), and what is wrong. Placed in the document by [`Problem::issue`].
+struct Problem {
+    key: String,
     line: Option<u64>,
+    message: String,
+}
+
+impl Problem {
+    /// The issue, with the mapping's key path (`entries[1].`, or empty at the top).
+    fn issue(self, path: &str, mapping_line: Option<u64>) -> Issue {
+        let location = match self.line.or(mapping_line) {
+            Some(l) => format!("{LEDGER_KEY} line {l}, {path}{}", self.key),
+            None => format!("{LEDGER_KEY}, {path}{}", self.key),
+        };
+        Issue { location, message: self.message }
+    }
+}
+
+/// The scalar fields of one YAML mapping, each with its line, read key by key with exact
+/// types; every problem is collected (none stops the reading).
+#[derive(Default)]
+struct Fields {
+    map: BTreeMap<String, Node>,
+    problems: Vec<Problem>,
 }
 
 impl Fields {
-    fn location(&self, key: &str, line: Option<u64>) -> String {
-        match line.or(self.line) {
-            Some(l) => format!("{LEDGER_KEY} line {l}, {}{key}", self.path),
-            None => format!("{LEDGER_KEY}, {}{key}", self.path),
-        }
-    }
-
-    fn issue(&self, issues: &mut Vec<Issue>, key: &str, line: Option<u64>, message: String) {
-        issues.push(Issue { location: self.location(key, line), message });
+    fn problem(&mut self, key: &str, line: Option<u64>, message: String) {
+        self.problems.push(Problem { key: key.to_string(), line, message });
     }
 
     /// A string; `required` makes a missing key a problem too.
-    fn string(&mut self, key: &str, required: bool, issues: &mut Vec<Issue>) -> Option<String> {
+    fn string(&mut self, key: &str, required: bool) -> Option<String> {
         match self.map.remove(key) {
             Some(Spanned { value: serde_json::Value::String(s), .. }) => Some(s),
             Some(v) => {
-                let line = Some(v.defined.line());
-                self.issue(issues, key, line, format!("must be a string, found {}", describe(&v.value)));
+                self.problem(key, Some(v.defined.line()), format!("must be a string, found {}", describe(&v.value)));
                 None
             }
             None if required => {
-                self.issue(issues, key, None, "is required".into());
+                self.problem(key, None, "is required".into());
                 None
             }
             None => None,
@@ -343,45 +355,32 @@ impl Fields {
     }
 
     /// An integer in the range of `i32`.
-    fn int(&mut self, key: &str, issues: &mut Vec<Issue>) -> Option<i32> {
+    fn int(&mut self, key: &str) -> Option<i32> {
         let v = self.map.remove(key)?;
         let line = Some(v.defined.line());
         match v.value.as_i64().map(i32::try_from) {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
-                self.issue(issues, key, line, format!("{} is out of range ({} to {})", v.value, i32::MIN, i32::MAX));
+                self.problem(key, line, format!("{} is out of range ({} to {})", v.value, i32::MIN, i32::MAX));
                 None
             }
             None => {
-                self.issue(issues, key, line, format!("must be an integer, found {}", describe(&v.value)));
+                self.problem(key, line, format!("must be an integer, found {}", describe(&v.value)));
                 None
             }
         }
     }
 
     /// `marked` or `unmarked`.
-    fn ownership(&mut self, issues: &mut Vec<Issue>) -> Option<Ownership> {
+    fn ownership(&mut self) -> Option<Ownership> {
         let line = self.map.get("ownership").map(|v| v.defined.line());
-        match self.string("ownership", false, issues)?.as_str() {
+        match self.string("ownership", false)?.as_str() {
             "marked" => Some(Ownership::Marked),
             "unmarked" => Some(Ownership::Unmarked),
             other => {
-                self.issue(issues, "ownership", line, format!("must be \"marked\" or \"unmarked\", not {other:?}"));
+                self.problem("ownership", line, format!("must be \"marked\" or \"unmarked\", not {other:?}"));
                 None
             }
-        }
-    }
-
-    /// A list's value, taken out for its own reading.
-    fn take(&mut self, key: &str) -> Option<Node> {
-        self.map.remove(key)
-    }
-
-    /// Keys nobody read: unknown fields (a typo must not silently mean nothing).
-    fn unknown(self, known: &[&str], issues: &mut Vec<Issue>) {
-        for (key, v) in &self.map {
-            let line = Some(v.defined.line());
-            self.issue(issues, key, line, format!("unknown field; expected one of {}", known.join(", ")));
         }
     }
 }
@@ -404,18 +403,160 @@ const LEDGER_FIELDS: [&str; 7] =
 const ENTRY_FIELDS: [&str; 9] =
     ["apiVersion", "kind", "namespace", "name", "field", "order", "upgrade", "ownership", "fieldManager"];
 
-/// A YAML value with its location.
-type Node = Spanned<serde_json::Value>;
-/// A YAML mapping, each value with its location.
-type Mapping = BTreeMap<String, Node>;
+/// Reads a mapping key by key: known keys as values with their line (into `fields`), unknown
+/// ones as problems, `lists` (entries, pausedBefore) through their own reader. One entry at a
+/// time is held as values: a ledger of thousands of entries is read straight into typed entries.
+fn read_mapping<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+    known: &[&str],
+    mut list: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
+) -> Result<Fields, A::Error> {
+    let mut fields = Fields::default();
+    while let Some(key) = map.next_key::<String>()? {
+        if list(&key, &mut map)? {
+            continue;
+        }
+        if known.contains(&key.as_str()) {
+            let v: Node = map.next_value()?;
+            fields.map.insert(key, v);
+        } else {
+            let v: Spanned<serde::de::IgnoredAny> = map.next_value()?;
+            let message = format!("unknown field; expected one of {}", known.join(", "));
+            fields.problem(&key, Some(v.defined.line()), message);
+        }
+    }
+    Ok(fields)
+}
 
-/// The items of `entries` and `pausedBefore`, each with the line it starts on.
-#[derive(Deserialize)]
-struct Lists {
-    #[serde(default)]
-    entries: Option<Vec<Spanned<Mapping>>>,
-    #[serde(default, rename = "pausedBefore")]
-    paused_before: Option<Vec<Spanned<Mapping>>>,
+/// What a non-mapping, non-list YAML node is, for messages (implements the scalar visits).
+macro_rules! describe_scalars {
+    ($out:ty, $wrap:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<$out, E> {
+            Ok($wrap(format!("the boolean {v}")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<$out, E> {
+            Ok($wrap(format!("the number {v}")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$out, E> {
+            Ok($wrap(format!("the number {v}")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<$out, E> {
+            Ok($wrap(format!("the number {v}")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$out, E> {
+            Ok($wrap(format!("the string {v:?}")))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<$out, E> {
+            Ok($wrap("nothing (an empty value)".to_string()))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<$out, E> {
+            Ok($wrap("nothing (an empty value)".to_string()))
+        }
+    };
+}
+
+/// One item of `entries` or `pausedBefore`: its typed fields and their problems, or what it
+/// was instead of a mapping.
+enum Item {
+    Entry(Box<RawEntry>, Vec<Problem>),
+    NotAMapping(String),
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an entry (a mapping)")
+            }
+            describe_scalars!(Item, Item::NotAMapping);
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Item::NotAMapping("a list".into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Item, A::Error> {
+                let mut f = read_mapping(map, &ENTRY_FIELDS, |_, _| Ok(false))?;
+                let raw = RawEntry {
+                    api_version: f.string("apiVersion", false),
+                    kind: f.string("kind", false),
+                    namespace: f.string("namespace", false),
+                    name: f.string("name", true).unwrap_or_default(),
+                    field: f.string("field", false),
+                    order: f.int("order"),
+                    upgrade: f.string("upgrade", false),
+                    ownership: f.ownership(),
+                    field_manager: f.string("fieldManager", false),
+                };
+                Ok(Item::Entry(Box::new(raw), f.problems))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `entries` or `pausedBefore`: the items, each with the line it starts on, or what it was
+/// instead of a list.
+enum List {
+    Items(Vec<Spanned<Item>>),
+    NotAList(String),
+}
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = List;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of entries")
+            }
+            describe_scalars!(List, List::NotAList);
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<List, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<Spanned<Item>>()? {
+                    items.push(item);
+                }
+                Ok(List::Items(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<List, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(List::NotAList("a mapping".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The full form as read: its scalar fields and its two lists.
+struct Document {
+    fields: Fields,
+    entries: Option<Spanned<List>>,
+    paused_before: Option<Spanned<List>>,
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Document;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a ledger document (a mapping with version, upgrade, pausedAt, entries)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Document, A::Error> {
+                let (mut entries, mut paused_before) = (None, None);
+                let fields = read_mapping(map, &LEDGER_FIELDS, |key, map| {
+                    match key {
+                        "entries" => entries = Some(map.next_value::<Spanned<List>>()?),
+                        "pausedBefore" => paused_before = Some(map.next_value::<Spanned<List>>()?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Document { fields, entries, paused_before })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A YAML error as an issue: its line, and saphyr's message without its own location prefix.
@@ -430,56 +571,52 @@ fn yaml_issue(e: &serde_saphyr::Error) -> Issue {
     Issue { location, message: strip_location_prefix(first) }
 }
 
-/// Read one list (`entries` or `pausedBefore`): each item a mapping of entry fields.
-fn read_list(
-    key: &str,
-    value: Option<Node>,
-    items: Option<Vec<Spanned<Mapping>>>,
-    top: &Fields,
-    issues: &mut Vec<Issue>,
-) -> Vec<(RawEntry, u64)> {
-    let Some(value) = value else { return Vec::new() };
-    let line = Some(value.defined.line());
-    let Some(list) = value.value.as_array() else {
-        if !value.value.is_null() {
-            top.issue(issues, key, line, format!("must be a list, found {}", describe(&value.value)));
+/// The entries of one list, with the line each starts on; problems go to `issues`.
+fn read_list(key: &str, list: Option<Spanned<List>>, issues: &mut Vec<Issue>) -> Vec<(RawEntry, u64)> {
+    let Some(list) = list else { return Vec::new() };
+    let line = Some(list.defined.line());
+    match list.value {
+        List::NotAList(what) if what.starts_with("nothing") => Vec::new(),
+        List::NotAList(what) => {
+            let message = format!("must be a list, found {what}");
+            issues.push(Problem { key: key.to_string(), line, message }.issue("", None));
+            Vec::new()
         }
-        return Vec::new();
-    };
-    if let Some(i) = list.iter().position(|x| !x.is_object()) {
-        top.issue(issues, &format!("{key}[{i}]"), line, format!("must be a mapping, found {}", describe(&list[i])));
-        return Vec::new();
+        List::Items(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let item_line = item.defined.line();
+                let path = format!("{key}[{i}].");
+                match item.value {
+                    Item::NotAMapping(what) => {
+                        let message = format!("must be a mapping, found {what}");
+                        issues.push(
+                            Problem { key: format!("{key}[{i}]"), line: Some(item_line), message }.issue("", None),
+                        );
+                    }
+                    Item::Entry(raw, problems) => {
+                        issues.extend(problems.into_iter().map(|p| p.issue(&path, Some(item_line))));
+                        out.push((*raw, item_line));
+                    }
+                }
+            }
+            out
+        }
     }
-    let mut out = Vec::new();
-    for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
-        let item_line = item.defined.line();
-        let mut f = Fields { map: item.value, path: format!("{key}[{i}]."), line: Some(item_line) };
-        let raw = RawEntry {
-            api_version: f.string("apiVersion", false, issues),
-            kind: f.string("kind", false, issues),
-            namespace: f.string("namespace", false, issues),
-            name: f.string("name", true, issues).unwrap_or_default(),
-            field: f.string("field", false, issues),
-            order: f.int("order", issues),
-            upgrade: f.string("upgrade", false, issues),
-            ownership: f.ownership(issues),
-            field_manager: f.string("fieldManager", false, issues),
-        };
-        f.unknown(&ENTRY_FIELDS, issues);
-        out.push((raw, item_line));
-    }
-    out
 }
 
 fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
-    let map: Mapping = match serde_saphyr::from_str(text) {
-        Ok(m) => m,
-        Err(e) => return Err(LedgerError::Invalid(vec![yaml_issue(&e)])),
-    };
-    let lists: Lists = serde_saphyr::from_str(text).unwrap_or(Lists { entries: None, paused_before: None });
-    let mut issues = Vec::new();
-    let mut top = Fields { map, path: String::new(), line: None };
-    let version = top.string("version", true, &mut issues);
+    let doc: Document = serde_saphyr::from_str(text).map_err(|e| LedgerError::Invalid(vec![yaml_issue(&e)]))?;
+    let Document { mut fields, entries: raw_entries, paused_before: raw_before } = doc;
+    let version = fields.string("version", true);
+    let upgrade = fields.string("upgrade", true);
+    let paused_at_text = fields.string("pausedAt", true);
+    let ownership = fields.ownership();
+    let field_manager = fields.string("fieldManager", false).unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
+    if raw_entries.is_none() {
+        fields.problem("entries", None, "is required (an empty list when nothing was paused)".into());
+    }
+    let mut issues: Vec<Issue> = fields.problems.into_iter().map(|p| p.issue("", None)).collect();
     if let Some(v) = &version
         && v != FORMAT_VERSION
     {
@@ -488,25 +625,13 @@ fn parse_full(text: &str) -> Result<Ledger, LedgerError> {
             message: format!("unknown version {v:?}; this build reads {FORMAT_VERSION:?}"),
         });
     }
-    let upgrade = top.string("upgrade", true, &mut issues);
     if let Some(u) = &upgrade {
         check_upgrade_id(u, &format!("{LEDGER_KEY} upgrade"), &mut issues);
     }
-    let paused_at = top
-        .string("pausedAt", true, &mut issues)
-        .and_then(|t| parse_time(&t, &format!("{LEDGER_KEY} pausedAt"), &mut issues));
-    let ownership = top.ownership(&mut issues);
-    let field_manager =
-        top.string("fieldManager", false, &mut issues).unwrap_or_else(|| DEFAULT_FIELD_MANAGER.to_string());
+    let paused_at = paused_at_text.and_then(|t| parse_time(&t, &format!("{LEDGER_KEY} pausedAt"), &mut issues));
     check_field_manager(&field_manager, &format!("{LEDGER_KEY} fieldManager"), &mut issues);
-    let entries_value = top.take("entries");
-    if entries_value.is_none() {
-        top.issue(&mut issues, "entries", None, "is required (an empty list when nothing was paused)".into());
-    }
-    let before_value = top.take("pausedBefore");
-    let raw_entries = read_list("entries", entries_value, lists.entries, &top, &mut issues);
-    let raw_before = read_list("pausedBefore", before_value, lists.paused_before, &top, &mut issues);
-    top.unknown(&LEDGER_FIELDS, &mut issues);
+    let raw_entries = read_list("entries", raw_entries, &mut issues);
+    let raw_before = read_list("pausedBefore", raw_before, &mut issues);
 
     // An empty `entries` is valid: a record run that found everything paused before the upgrade.
     let mut entries = Vec::with_capacity(raw_entries.len());

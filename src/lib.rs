@@ -10,7 +10,8 @@
 //! - retries, backoff, budgets and deadlines: [`retry`], applied by [`context`];
 //! - the API client (requests, error kinds, discovery): [`api`];
 //! - the ledger ConfigMap (read, create, replace, status write): [`ledger_store`];
-//! - verification: [`verify`] (propagation, readiness), [`guard`] (re-pause);
+//! - verification: [`verify`] (propagation, readiness), [`guard`] (re-pause); what Rancher,
+//!   Fleet and Harvester mean by it: [`rancher`], [`harvester`];
 //! - logging, the watchdog and signals: [`runtime`].
 
 pub mod api;
