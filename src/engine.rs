@@ -185,6 +185,7 @@ impl<'a> Engine<'a> {
             cause,
             detail,
             generation,
+            unpaused: outcome == Outcome::Restored,
             observed_before,
             uid,
             ..EntryReport::new(entry.object.clone(), entry.field.clone(), entry.order, outcome)

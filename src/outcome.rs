@@ -114,6 +114,9 @@ pub struct EntryReport {
     /// metadata.generation after our patch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// This run's patch unpaused it (whatever verification found afterwards).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpaused: bool,
     /// status.observedGeneration read right before our patch (readiness must see it grow).
     #[serde(default, rename = "observedGenerationBefore", skip_serializing_if = "Option::is_none")]
     pub observed_before: Option<i64>,
@@ -149,6 +152,7 @@ impl EntryReport {
             cause: None,
             detail: None,
             generation: None,
+            unpaused: false,
             observed_before: None,
             uid: None,
             propagated: None,

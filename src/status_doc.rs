@@ -219,7 +219,9 @@ pub fn merge(prev: Option<StatusDoc>, ledger: &Ledger, run: &RunResult<'_>) -> S
         let Some(&i) = index.get(&*r.object) else { continue };
         let old = slots[i].take();
         let was_restored = old.as_ref().is_some_and(|o| o.outcome == Outcome::Restored || o.restored_at.is_some());
-        let restored_at = (r.outcome == Outcome::Restored).then_some(now).or(old.as_ref().and_then(|o| o.restored_at));
+        // Unpaused by this run, even if its Bundle did not follow yet (not-propagated).
+        let unpaused_now = r.unpaused || r.outcome == Outcome::Restored;
+        let restored_at = unpaused_now.then_some(now).or(old.as_ref().and_then(|o| o.restored_at));
         // A concurrent or earlier run restored it; this run found it running: keep "restored".
         let outcome = if r.outcome == Outcome::AlreadyRunning && (was_restored || restored_at.is_some()) {
             Outcome::Restored

@@ -251,36 +251,45 @@ impl<'a> Verifier<'a> {
 }
 
 /// The ManagedCharts of `namespaces` whose `Ready` condition is not True, as `name: message`:
-/// Harvester's webhook refuses the next upgrade while any fleet-local chart is not Ready.
+/// Harvester's webhook refuses the next upgrade while any fleet-local chart is not Ready. Read
+/// in pages; only the names of charts that are not Ready are kept.
 pub async fn charts_not_ready(ctx: &Context, namespaces: &[&str]) -> Vec<String> {
+    const PAGE: usize = 100;
     let mut out = Vec::new();
     for ns in namespaces {
-        let t = Target {
-            name: format!("ManagedCharts in {ns}"),
-            path: format!(
-                "{}?limit=500",
-                object_path(crate::kinds::MANAGED_CHART_API_VERSION, "managedcharts", Some(ns), None)
-            ),
-        };
-        let list = match ctx.list_in(&ctx.budget(), &t).await {
-            Ok(l) => l,
-            Err(f) => {
-                tracing::debug!(error = %f, "cannot list ManagedCharts: Ready is not checked");
-                continue;
+        let base = object_path(crate::kinds::MANAGED_CHART_API_VERSION, "managedcharts", Some(ns), None);
+        let mut cont = String::new();
+        loop {
+            let mut path = format!("{base}?limit={PAGE}");
+            if !cont.is_empty() {
+                path.push_str("&continue=");
+                path.push_str(&cont);
             }
-        };
-        for c in list.get("items").and_then(Value::as_array).into_iter().flatten() {
-            let cond = c
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|x| x["type"] == "Ready"));
-            if cond.is_some_and(|x| x["status"] == "True") {
-                continue;
+            let t = Target { name: format!("ManagedCharts in {ns}"), path };
+            let page = match ctx.list_in(&ctx.budget(), &t).await {
+                Ok(l) => l,
+                Err(f) => {
+                    tracing::debug!(error = %f, "cannot list ManagedCharts: Ready is not checked");
+                    break;
+                }
+            };
+            for c in page.get("items").and_then(Value::as_array).into_iter().flatten() {
+                let cond = c
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find(|x| x["type"] == "Ready"));
+                if cond.is_some_and(|x| x["status"] == "True") {
+                    continue;
+                }
+                let name = c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let message =
+                    cond.and_then(|x| x["message"].as_str()).filter(|m| !m.is_empty()).unwrap_or("no Ready condition");
+                out.push(format!("ManagedChart {ns}/{name} is not Ready: {message}"));
             }
-            let name = c.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-            let message =
-                cond.and_then(|x| x["message"].as_str()).filter(|m| !m.is_empty()).unwrap_or("no Ready condition");
-            out.push(format!("ManagedChart {ns}/{name} is not Ready: {message}"));
+            match page.pointer("/metadata/continue").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => cont = c.to_string(),
+                _ => break,
+            }
         }
     }
     out

@@ -105,7 +105,7 @@ async fn minimal_form_unmarked_is_still_paused_only() {
     assert_eq!(o["harvester"], "restored");
     assert_eq!(o["harvester-crd"], "restored");
     assert_eq!(o["rancher-logging-crd"], "already-running");
-    assert!(r.stderr.contains("no ownership marks"), "the weaker check is announced: {}", r.stderr);
+    assert!(r.stderr.contains("without ownership marks"), "the weaker check is announced: {}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,10 +164,12 @@ async fn invalid_ledgers_patch_nothing_and_validate_agrees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
+    // Not one of Harvester's chart names: a ledger of those also needs `list` on Harvester's
+    // Upgrades (is one running?), which this test is not about.
     let ns = namespace("rbac").await;
-    create_chart(&ns, "harvester").await;
-    pause_as_upgrade(&ns, "harvester", UPGRADE).await;
-    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["harvester"]))]).await;
+    create_chart(&ns, "monitoring-app").await;
+    pause_as_upgrade(&ns, "monitoring-app", UPGRADE).await;
+    write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &full_ledger(&ns, &["monitoring-app"]))]).await;
     let ledger = format!("{ns}/pause-ledger");
 
     let weak = service_account_with(&ns, "no-patch", restore_rules("pause-ledger", &["get"])).await;
@@ -179,15 +181,15 @@ async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
         let err = r.json()["entries"][0]["error"].as_str().unwrap().to_string();
         assert!(err.contains("\"patch\"") && err.contains("managedcharts") && err.contains(&ns), "{err}");
     }
-    assert!(paused(&ns, "harvester").await);
+    assert!(paused(&ns, "monitoring-app").await);
 
     let strong = service_account_with(&ns, "restorer", restore_rules("pause-ledger", &["get", "patch"])).await;
-    let before = versions(&ns, &["harvester"]).await;
+    let before = versions(&ns, &["monitoring-app"]).await;
     let status_before = ledger_data(&ns, "pause-ledger").await.get("status.yaml").cloned();
     let dry = restore_as(&strong, &ledger, &["--dry-run"]).await;
     assert_eq!(dry.code, 0, "{dry:#?}");
-    assert_eq!(dry.outcomes()["harvester"], "would-restore");
-    assert_eq!(versions(&ns, &["harvester"]).await, before, "dry run wrote");
+    assert_eq!(dry.outcomes()["monitoring-app"], "would-restore");
+    assert_eq!(versions(&ns, &["monitoring-app"]).await, before, "dry run wrote");
     assert_eq!(
         ledger_data(&ns, "pause-ledger").await.get("status.yaml").cloned(),
         status_before,
@@ -196,7 +198,7 @@ async fn permission_denied_names_the_permission_and_dry_run_changes_nothing() {
 
     let r = restore_as(&strong, &ledger, &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
-    assert!(!paused(&ns, "harvester").await);
+    assert!(!paused(&ns, "monitoring-app").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,19 +323,20 @@ async fn the_upgrades_own_repause_through_pause_ledger_is_restored_an_admins_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chart_left_not_ready_is_a_warning_after_restore() {
+    let _one = HARVESTER.lock().await;
     let ns = namespace("not-ready").await;
     let rancher = RancherStandIn::spawn(admin(), &ns);
-    deployed(&ns, &["ours", "other"]).await;
-    record(&ns, "up-w", &["ours"]).await;
-    pause_mirrored(&ns, &["ours"]).await;
+    deployed(&ns, &["harvester", "rancher-monitoring"]).await;
+    record(&ns, "up-w", &["harvester"]).await;
+    pause_mirrored(&ns, &["harvester"]).await;
     // Another chart of the namespace, not in the ledger, is rolling out slowly.
-    rancher.set_chart_mode("other", Mode::Slow(Duration::from_secs(60)));
+    rancher.set_chart_mode("rancher-monitoring", Mode::Slow(Duration::from_secs(60)));
     charts(&ns)
-        .patch("other", &PatchParams::default(), &Patch::Merge(json!({"spec": {"version": "1.6.0"}})))
+        .patch("rancher-monitoring", &PatchParams::default(), &Patch::Merge(json!({"spec": {"version": "1.6.0"}})))
         .await
         .unwrap();
-    eventually(WAIT, "other not Ready", || async {
-        chart(&ns, "other").await["status"]["conditions"]
+    eventually(WAIT, "rancher-monitoring not Ready", || async {
+        chart(&ns, "rancher-monitoring").await["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()
@@ -345,7 +346,7 @@ async fn a_chart_left_not_ready_is_a_warning_after_restore() {
     let r = restore(&format!("{ns}/pause-ledger"), &with_window(&[])).await;
     assert_eq!(r.code, 0, "{r:#?}");
     let warnings = r.json()["warnings"].clone();
-    assert!(warnings.to_string().contains(&format!("{ns}/other is not Ready")), "{r:#?}");
+    assert!(warnings.to_string().contains(&format!("{ns}/rancher-monitoring is not Ready")), "{r:#?}");
 }
 
 /// Create a namespace with a fixed name (harvester-system) if it does not exist.

@@ -134,7 +134,7 @@ async fn restore_ledger(run: &Run<'_>, args: &RestoreArgs) -> Result<Report, Run
     Ok(report)
 }
 
-/// ManagedCharts not Ready in the namespaces of the ledger's charts: Harvester's webhook refuses
+/// ManagedCharts not Ready in the namespaces of the ledger's Harvester charts: Harvester's webhook refuses
 /// the next upgrade until every fleet-local chart is Ready.
 async fn not_ready_warnings(run: &Run<'_>, ledger: &Ledger) -> Vec<String> {
     if run.args.dry_run {
@@ -143,7 +143,7 @@ async fn not_ready_warnings(run: &Run<'_>, ledger: &Ledger) -> Vec<String> {
     let mut namespaces: Vec<&str> = ledger
         .entries
         .iter()
-        .filter(|e| e.object.is_managed_chart())
+        .filter(|e| is_harvester_chart(&e.object))
         .filter_map(|e| e.object.namespace.as_deref())
         .collect();
     namespaces.sort_unstable();
