@@ -10,6 +10,7 @@ pub mod pki;
 pub mod process;
 pub mod rancher;
 
+pub use binaries::{Helm, Kubernetes};
 pub use control_plane::ControlPlane;
 pub use error::Error;
 pub use rancher::{Mode, RancherStandIn};
