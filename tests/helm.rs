@@ -4,15 +4,13 @@
 //! restore what an upgrade paused, on the real kube-apiserver; plus the chart's RBAC proven
 //! sufficient and minimal, and the manual-run recipe.
 //!
-//! Hook Jobs are executed by [`hook_runner::HookRunner`], a test double for the kubelet and the
+//! Hook Jobs are executed by [`kubeenv::HookRunner`], a test double for the kubelet and the
 //! Job controller (which this control plane lacks), and Rancher's ManagedChart → Bundle
 //! propagation by `kubeenv::RancherStandIn` (also a test double). Everything else is real:
 //! Helm's hook ordering, weights and delete policies, the chart's RBAC as enforced by the API
 //! server, the ServiceAccount token the binary authenticates with, and the binary itself.
 #![forbid(unsafe_code)]
 
-#[path = "support/hook_runner.rs"]
-mod hook_runner;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +19,6 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hook_runner::{Execution, HookRunner, ImageConfig};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
@@ -29,6 +26,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
 use kubeenv::RancherStandIn;
+use kubeenv::hook_runner::{Execution, HookRunner, ImageConfig};
 use serde_json::{Value, json};
 use support::*;
 
@@ -550,8 +548,9 @@ struct Release {
 }
 
 fn start_runner(ns: &str) -> HookRunner {
-    let image = ImageConfig::from_dockerfile(&repo().join("Dockerfile"));
+    let image = ImageConfig::from_dockerfile(&repo().join("Dockerfile")).expect("the Dockerfile is understood");
     HookRunner::start(admin(), ns, image, Path::new(bin()), cp().server_url(), cp().ca_pem())
+        .expect("the hook runner starts")
 }
 
 impl Release {
