@@ -20,7 +20,13 @@ fn main() -> anyhow::Result<()> {
     let bin = std::env::args().nth(1).context("usage: demo PATH-TO-pause-ledger")?;
     println!("== starting a local control plane (etcd + kube-apiserver, built from source)");
     let cp = ControlPlane::start().context("starting the control plane")?;
-    println!("   ready in {:.1?} at {}", cp.startup_duration(), cp.server_url());
+    println!(
+        "   Kubernetes {} (KUBEENV_KUBERNETES={}) ready in {:.1?} at {}",
+        cp.server_version(),
+        cp.kubernetes(),
+        cp.startup_duration(),
+        cp.server_url()
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(demo(&cp, &bin));
     drop(rt);

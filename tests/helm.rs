@@ -3,15 +3,13 @@
 //! kube-apiserver; plus the chart's RBAC proven sufficient and minimal, and the manual-run
 //! recipe. (Rendering: the helm-unittest suites in chart/pause-ledger/tests and tests/chart.rs.)
 //!
-//! Hook Jobs are executed by [`hook_runner::HookRunner`], a test double for the kubelet and the
+//! Hook Jobs are executed by [`kubeenv::HookRunner`], a test double for the kubelet and the
 //! Job controller (which this control plane lacks), and Rancher's ManagedChart → Bundle
 //! propagation by `kubeenv::RancherStandIn` (also a test double). Everything else is real:
 //! Helm's hook ordering, weights and delete policies, the chart's RBAC as enforced by the API
 //! server, the ServiceAccount token the binary authenticates with, and the binary itself.
 #![forbid(unsafe_code)]
 
-#[path = "support/hook_runner.rs"]
-mod hook_runner;
 mod support;
 
 use std::collections::BTreeMap;
@@ -20,14 +18,14 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hook_runner::{Execution, HookRunner, ImageConfig};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
-use kubeenv::RancherStandIn;
+use kubeenv::hook_runner::{Execution, HookRunner, ImageConfig};
+use kubeenv::{Helm, RancherStandIn};
 use serde_json::{Value, json};
 use support::*;
 
@@ -74,13 +72,34 @@ impl std::fmt::Debug for Out {
     }
 }
 
-/// Runs the pinned `helm` (built by tools/kubeenv/build.sh) against the test control plane,
-/// with its own config/cache/data homes so nothing of the user's Helm setup leaks in.
+/// The Helm major under test (`KUBEENV_HELM`, default 3) and its pinned binary (built by
+/// tools/kubeenv/build.sh on first use). Prints both once, with the control plane's version.
+fn helm_under_test() -> &'static (Helm, PathBuf) {
+    static HELM: OnceLock<(Helm, PathBuf)> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let major = Helm::from_env().expect("KUBEENV_HELM");
+        let path = kubeenv::binaries::helm(major).expect("pinned helm builds");
+        let version = std::process::Command::new(&path).args(["version", "--short"]).output().expect("helm version");
+        eprintln!(
+            "tests/helm.rs: {major} ({}, {}) against Kubernetes {}",
+            String::from_utf8_lossy(&version.stdout).trim(),
+            path.display(),
+            cp().server_version()
+        );
+        (major, path)
+    })
+}
+
+/// The Helm major under test.
+fn helm_major() -> Helm {
+    helm_under_test().0
+}
+
+/// Runs the pinned `helm` of the major under test against the test control plane, with its own
+/// config/cache/data homes so nothing of the user's Helm setup leaks in.
 async fn helm(args: &[&str]) -> Out {
-    let helm = cp().bin_dir().join("helm");
-    assert!(helm.is_file(), "{} missing: tools/kubeenv/build.sh builds it", helm.display());
     let home = scratch().join("helm-home");
-    let out = tokio::process::Command::new(&helm)
+    let out = tokio::process::Command::new(&helm_under_test().1)
         .args(args)
         .arg("--kubeconfig")
         .arg(cp().kubeconfig_path())
@@ -99,6 +118,57 @@ async fn helm(args: &[&str]) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The chart README's (and NOTES') recipe for *why* a hook Job failed, which Helm 4 does not
+/// print: the reason and message of the Job's `Failed` condition.
+const WHY_JSONPATH: &str = r#"{range .status.conditions[?(@.type=="Failed")]}{.reason}: {.message}{"\n"}{end}"#;
+
+/// Runs the recipe with the real `kubectl`: `<reason>: <message>` of failed Job `ns/job`.
+async fn why_failed(ns: &str, job: &str) -> String {
+    let out = tokio::process::Command::new("kubectl")
+        .args(["-n", ns, "get", "job", job, "-o"])
+        .arg(format!("jsonpath={WHY_JSONPATH}"))
+        .arg("--kubeconfig")
+        .arg(cp().kubeconfig_path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("kubectl runs (the README's recipe needs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "kubectl: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A failed hook as the person running `helm` sees it, in the wording of the Helm major under
+/// test (measured; chart README, "Helm 3 and Helm 4"). Helm 3 names the Job's reason
+/// (`* job <name> failed: <reason>` under `1 error occurred:`); Helm 4 names the Job and its
+/// failed-pod count only (`resource Job/<ns>/<name> not ready. status: Failed, message: Job
+/// Failed. failed: N/1`), and Helm 3's line again with `--wait=legacy` (`legacy`). `phase` is
+/// what upgrade puts first (`post-upgrade hooks failed: `; rollback and uninstall put nothing).
+/// Either way the README's kubectl recipe must give the reason.
+async fn assert_hook_failed(out: &Out, phase: &str, ns: &str, job: &str, reason: &str, failed: u32, legacy: bool) {
+    assert_ne!(out.code, 0, "the command must fail: {out:?}");
+    eprintln!("measured, {} failing a hook for {reason}:\n{}", helm_major(), out.stderr.trim_end());
+    let helm3 = format!("job {job} failed: {reason}");
+    match helm_major() {
+        Helm::V3 => {
+            let line = format!("{phase}1 error occurred:\n\t* {helm3}");
+            assert!(out.stderr.contains(&line), "{out:?}");
+        }
+        Helm::V4 if legacy => assert!(out.stderr.contains(&format!("{phase}{helm3}")), "{out:?}"),
+        Helm::V4 => {
+            let line = format!(
+                "{phase}resource Job/{ns}/{job} not ready. status: Failed, message: Job Failed. failed: {failed}/1"
+            );
+            assert!(out.stderr.contains(&line), "{out:?}");
+            assert!(!out.stderr.contains(reason), "Helm 4 now prints the reason: update the chart README. {out:?}");
+        }
+    }
+    let why = why_failed(ns, job).await;
+    eprintln!("measured, the README's recipe: {why}");
+    assert!(why.starts_with(&format!("{reason}: ")), "the README's recipe: {why:?}");
 }
 
 /// Writes a values file and returns its path.
@@ -183,8 +253,9 @@ struct Release {
 }
 
 fn start_runner(ns: &str) -> HookRunner {
-    let image = ImageConfig::from_dockerfile(&repo().join("Dockerfile"));
+    let image = ImageConfig::from_dockerfile(&repo().join("Dockerfile")).expect("the Dockerfile is understood");
     HookRunner::start(admin(), ns, image, Path::new(bin()), cp().server_url(), cp().ca_pem())
+        .expect("the hook runner starts")
 }
 
 impl Release {
@@ -316,10 +387,42 @@ async fn event_reasons(ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+#[test]
+fn helm_under_test_is_the_selected_and_pinned_major() {
+    let (major, path) = helm_under_test();
+    assert_eq!(*major, Helm::from_env().unwrap());
+    let out = std::process::Command::new(path).args(["version", "--template", "{{.Version}}"]).output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    let module = format!("helm.sh/helm/v{}", major.major());
+    let go_mod = repo().join("tools/kubeenv").join(major.binary_name()).join("go.mod");
+    let pinned = std::fs::read_to_string(&go_mod).unwrap();
+    let pinned = pinned.lines().find_map(|l| l.strip_prefix(&format!("require {module} "))).expect("pinned");
+    assert_eq!(version, pinned.trim(), "{}", path.display());
+}
+
+/// The chart README gives what the tests measure: each major's wording and the recipes.
+#[test]
+fn chart_readme_gives_each_helm_majors_wording_and_the_recipe() {
+    let readme = std::fs::read_to_string(repo().join("chart/pause-ledger/README.md")).unwrap();
+    for needle in [
+        WHY_JSONPATH,
+        "* job pl-pause-ledger-restore failed: PodFailurePolicy",
+        "not ready. status: Failed, message: Job Failed. failed: 1/1",
+        "`--wait=legacy`",
+        "another operation (install/upgrade/rollback) is in progress",
+    ] {
+        assert!(readme.contains(needle), "chart README lacks {needle:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_rollback_and_uninstall_hooks_restore_what_the_upgrade_paused() {
     let rel = Release::new("cycle", |_| String::new()).await;
-    rel.ok("install", &[]).await;
+    let installed = rel.ok("install", &[]).await;
+    // NOTES give the recipe for why a hook failed, which Helm 4 does not print.
+    let recipe =
+        format!("kubectl -n {} get job {} -o jsonpath='{WHY_JSONPATH}'", rel.ns, job_name(&rel.name, "restore"));
+    assert!(installed.stdout.contains(&recipe), "{recipe}\n{installed:?}");
     assert!(rel.runner.executions().is_empty(), "install runs no hook");
     assert!(rel.job("restore").await.is_none());
 
@@ -460,12 +563,8 @@ async fn a_failed_restore_fails_the_upgrade_and_a_fixed_one_recovers() {
     write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &bad)]).await;
     let out = rel.helm("upgrade", &[]).await;
     rel.runner.assert_no_errors();
-    assert_ne!(out.code, 0, "the upgrade must fail: {out:?}");
-    assert!(
-        out.stderr.contains("post-upgrade hooks failed")
-            && out.stderr.contains(&format!("job {restore} failed: PodFailurePolicy")),
-        "{out:?}"
-    );
+    assert_hook_failed(&out, "post-upgrade hooks failed: ", &rel.ns, &restore, "PodFailurePolicy", 1, false).await;
+    assert!(why_failed(&rel.ns, &restore).await.contains("failed with exit code 4 matching FailJob rule"));
     let codes = |rel: &Release| rel.runs("restore").iter().map(|r| r.code).collect::<Vec<_>>();
     assert_eq!(codes(&rel), vec![4]);
     assert!(paused(&rel.fleet, "harvester").await, "nothing patched");
@@ -482,8 +581,7 @@ async fn a_failed_restore_fails_the_upgrade_and_a_fixed_one_recovers() {
     write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &full_ledger(&rel.fleet, &["harvester"]))]).await;
     let out = rel.helm("upgrade", &["--set-json", r#"restore.extraArgs=["--context=missing"]"#]).await;
     rel.runner.assert_no_errors();
-    assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains(&format!("job {restore} failed: BackoffLimitExceeded")), "{out:?}");
+    assert_hook_failed(&out, "post-upgrade hooks failed: ", &rel.ns, &restore, "BackoffLimitExceeded", 2, false).await;
     assert_eq!(codes(&rel), vec![4, 1, 1]);
     assert_eq!(rel.runs("restore")[2].attempt, 2);
     assert_eq!(rel.job("restore").await.unwrap().status.unwrap().failed, Some(2));
@@ -493,6 +591,53 @@ async fn a_failed_restore_fails_the_upgrade_and_a_fixed_one_recovers() {
     assert_eq!(codes(&rel), vec![4, 1, 1, 0]);
     assert!(!paused(&rel.fleet, "harvester").await);
     assert_eq!(rel.leftovers().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rollback_and_uninstall_hooks_hold_the_release_until_fixed() {
+    let rel = Release::new("failing-hooks", |_| String::new()).await;
+    rel.ok("install", &[]).await;
+    rel.ok("upgrade", &[]).await;
+    rel.record_pause(&["harvester"]).await;
+    let restore = job_name(&rel.name, "restore");
+    let good = full_ledger(&rel.fleet, &["harvester"]);
+    let bad = good.replace("pause-ledger/v1", "pause-ledger/v9");
+    write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &bad)]).await;
+
+    // post-rollback fails: the rollback fails, in each major's wording, and the release is left
+    // pending-rollback, which blocks upgrades (both majors, measured).
+    let out = rel.helm("rollback", &["1"]).await;
+    rel.runner.assert_no_errors();
+    assert_hook_failed(&out, "", &rel.ns, &restore, "PodFailurePolicy", 1, false).await;
+    assert_eq!(rel.status().await["info"]["status"], "pending-rollback");
+    let blocked = rel.helm("upgrade", &[]).await;
+    assert_ne!(blocked.code, 0, "{blocked:?}");
+    assert!(blocked.stderr.contains("another operation (install/upgrade/rollback) is in progress"), "{blocked:?}");
+    if helm_major() == Helm::V4 {
+        // Helm 4 with Helm 3's waiter prints the reason again.
+        let out = rel.helm("rollback", &["1", "--wait=legacy"]).await;
+        rel.runner.assert_no_errors();
+        assert_hook_failed(&out, "", &rel.ns, &restore, "PodFailurePolicy", 1, true).await;
+    }
+    // Fixed, a rollback again gets the release out of pending-rollback and restores.
+    write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &good)]).await;
+    rel.ok("rollback", &["1"]).await;
+    assert_eq!(rel.status().await["info"]["status"], "deployed");
+    assert!(!paused(&rel.fleet, "harvester").await);
+
+    // pre-delete fails: the uninstall fails and the release stays "uninstalling".
+    rel.record_pause(&["harvester"]).await;
+    write_ledger(&rel.fleet, "pause-ledger", &[("ledger.yaml", &bad)]).await;
+    let out = rel.helm("uninstall", &[]).await;
+    rel.runner.assert_no_errors();
+    assert_hook_failed(&out, "", &rel.ns, &restore, "PodFailurePolicy", 1, false).await;
+    assert_eq!(rel.status().await["info"]["status"], "uninstalling");
+    assert!(paused(&rel.fleet, "harvester").await, "nothing patched");
+    // The chart README's way out when the restore cannot be fixed: --no-hooks skips it, and the
+    // charts stay paused.
+    rel.ok("uninstall", &["--no-hooks"]).await;
+    assert_ne!(rel.helm("status", &[]).await.code, 0, "release still there");
+    assert!(paused(&rel.fleet, "harvester").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,8 +660,8 @@ async fn the_job_deadline_stops_a_run_that_outlives_it() {
         )
         .await;
     rel.runner.assert_no_errors();
-    assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("failed: DeadlineExceeded"), "{out:?}");
+    let restore = job_name(&rel.name, "restore");
+    assert_hook_failed(&out, "post-upgrade hooks failed: ", &rel.ns, &restore, "DeadlineExceeded", 1, false).await;
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     let runs = rel.runs("restore");
     assert_eq!(runs.len(), 1, "{runs:#?}");

@@ -17,9 +17,13 @@ use serde_json::{Value, json};
 /// The upgrade id the tests record.
 pub const UPGRADE: &str = "hvst-upgrade-test";
 
-/// The shared control plane of this test binary.
+/// The shared control plane of this test binary, of the Kubernetes version `KUBEENV_KUBERNETES`
+/// selects (default 1.34); which one is printed once.
 pub fn cp() -> &'static ControlPlane {
-    ControlPlane::shared().expect("control plane starts")
+    static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+    let cp = ControlPlane::shared().expect("control plane starts");
+    ANNOUNCED.call_once(|| eprintln!("control plane: Kubernetes {} ({})", cp.server_version(), cp.server_url()));
+    cp
 }
 
 /// An admin client.

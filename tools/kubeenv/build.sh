@@ -1,53 +1,103 @@
 #!/usr/bin/env bash
-# Builds the pinned kube-apiserver, etcd and helm binaries from the Go module proxy into a
-# cache folder keyed by the hash of the pins, and prints that bin folder on stdout.
-# Rebuilds only when go.mod/go.sum or this script change. Nothing is installed system-wide.
+# Builds the pinned kube-apiserver, etcd and helm binaries from the Go module proxy and prints a
+# bin folder holding them. Nothing is installed system-wide.
+#
+#   tools/kubeenv/build.sh [NAME...]     (default: every NAME)
+#
+# Each NAME is a pinned Go module in tools/kubeenv/NAME/ (go.mod, go.sum, tools.go):
+#   kube-apiserver-1.34  the oldest Kubernetes tested (what Harvester-era clusters run; default)
+#   kube-apiserver-1.37  the newest Kubernetes tested
+#   etcd
+#   helm-3               Helm 3 (default)
+#   helm-4               Helm 4
+# and is built into $root/NAME-<hash of that module's pins>/NAME, so changing one pin rebuilds
+# one binary. The printed folder $root/bin-<hash of all pins>/ links each NAME built so far,
+# plus `kube-apiserver` and `helm` to the defaults for scripts that want "the" pinned one.
 #
 #   KUBEENV_CACHE  cache root (default: ${XDG_CACHE_HOME:-$HOME/.cache}/pause-ledger/kubeenv);
 #                  outside the clone on purpose so fresh clones (CI) reuse a warm build.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="${KUBEENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pause-ledger/kubeenv}"
+all=(kube-apiserver-1.34 kube-apiserver-1.37 etcd helm-3 helm-4)
+default_apiserver=kube-apiserver-1.34
+default_helm=helm-3
 # Bump when the build commands below change; the pins themselves are hashed.
-build_rev=1
-key="$( (echo "$build_rev"; cat "$here"/*/go.mod "$here"/*/go.sum) | sha256sum | cut -c1-16)"
-bin="$root/$key/bin"
-if [[ -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/helm" ]]; then
-  echo "$bin"; exit 0
-fi
-mkdir -p "$root"
-# Serialize concurrent callers (parallel test binaries, a demo next to a test run).
-exec 9>"$root/.lock"
-flock 9
-if [[ -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/helm" ]]; then
-  echo "$bin"; exit 0
-fi
-# Go lives outside PATH on some images (non-login shells, CI): look in the usual places.
-command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:/usr/lib/go/bin"
-command -v go >/dev/null || { echo "kubeenv: 'go' not found on PATH or in /usr/local/go/bin" >&2; exit 1; }
-mkdir -p "$root/$key"
-tmp="$(mktemp -d "$root/$key/build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath" GOTOOLCHAIN=local
-k8s_ver="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/apiserver/go.mod")"
-helm_ver="$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3}' "$here/helm/go.mod")"
-major="${k8s_ver#v}"; major="${major%%.*}"; minor="${k8s_ver#v*.}"; minor="${minor%%.*}"
-build() { # module-dir package output ldflags...
-  local dir="$1" pkg="$2" out="$3"; shift 3
-  echo "kubeenv: building $out ($pkg)" >&2
-  local start=$SECONDS
-  (cd "$here/$dir" && go build -o "$tmp/$out" -ldflags "-s -w $*" "$pkg")
-  echo "kubeenv: built $out in $((SECONDS - start))s" >&2
+build_rev=2
+
+names=("$@")
+[[ ${#names[@]} -gt 0 ]] || names=("${all[@]}")
+for name in "${names[@]}"; do
+  [[ " ${all[*]} " == *" $name "* ]] || { echo "kubeenv: unknown binary '$name' (known: ${all[*]})" >&2; exit 2; }
+done
+
+pins() { cat "$here/$1/go.mod" "$here/$1/go.sum"; }
+key_of() { (echo "$build_rev $1"; pins "$1") | sha256sum | cut -c1-16; }
+binary_of() { echo "$root/$1-$(key_of "$1")/$1"; }
+view="$root/bin-$( (echo "$build_rev"; for n in "${all[@]}"; do key_of "$n"; done) | sha256sum | cut -c1-16)"
+
+# Links NAME (and the default aliases) into the view; cheap, so done on every call.
+link() {
+  local name="$1"
+  mkdir -p "$view"
+  symlink "$(binary_of "$name")" "$view/$name"
+  [[ "$name" != "$default_apiserver" ]] || symlink "$name" "$view/kube-apiserver"
+  [[ "$name" != "$default_helm" ]] || symlink "$name" "$view/helm"
 }
-build apiserver k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver \
-  "-X k8s.io/component-base/version.gitVersion=$k8s_ver" \
-  "-X k8s.io/component-base/version.gitMajor=$major" \
-  "-X k8s.io/component-base/version.gitMinor=$minor" \
-  "-X k8s.io/component-base/version.gitTreeState=clean"
-build etcd go.etcd.io/etcd/server/v3 etcd
-build helm helm.sh/helm/v3/cmd/helm helm \
-  "-X helm.sh/helm/v3/internal/version.version=$helm_ver" \
-  "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-mkdir -p "$bin.new" && mv "$tmp"/kube-apiserver "$tmp"/etcd "$tmp"/helm "$bin.new"/
-rm -rf "$bin" && mv "$bin.new" "$bin"
-echo "$bin"
+# Replaces a link atomically (rename), so concurrent callers never see it missing.
+symlink() {
+  ln -sfn "$1" "$2.$$" && mv -Tf "$2.$$" "$2"
+}
+
+missing=()
+for name in "${names[@]}"; do
+  [[ -x "$(binary_of "$name")" ]] || missing+=("$name")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  mkdir -p "$root"
+  # Serialize concurrent callers (parallel test binaries, a demo next to a test run).
+  exec 9>"$root/.lock"
+  flock 9
+  # Go lives outside PATH on some images (non-login shells, CI): look in the usual places.
+  command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:/usr/lib/go/bin"
+  command -v go >/dev/null || { echo "kubeenv: 'go' not found on PATH or in /usr/local/go/bin" >&2; exit 1; }
+  export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath" GOTOOLCHAIN=local
+  for name in "${missing[@]}"; do
+    out="$(binary_of "$name")"
+    [[ -x "$out" ]] && continue # built by another caller while we waited for the lock
+    dir="$here/$name"
+    ver=""
+    # The version a module pins: `require <module> <version>` in its go.mod.
+    pinned() { awk -v m="$1" '$1=="require" && $2==m {print $3}' "$dir/go.mod"; }
+    case "$name" in
+      kube-apiserver-*)
+        pkg=k8s.io/kubernetes/cmd/kube-apiserver
+        ver="$(pinned k8s.io/kubernetes)"
+        major="${ver#v}"; major="${major%%.*}"; minor="${ver#v*.}"; minor="${minor%%.*}"
+        ldflags=("-X k8s.io/component-base/version.gitVersion=$ver"
+          "-X k8s.io/component-base/version.gitMajor=$major"
+          "-X k8s.io/component-base/version.gitMinor=$minor"
+          "-X k8s.io/component-base/version.gitTreeState=clean") ;;
+      etcd)
+        pkg=go.etcd.io/etcd/server/v3
+        ldflags=() ;;
+      helm-*)
+        hm="helm.sh/helm/v${name#helm-}"
+        pkg="$hm/cmd/helm"
+        ver="$(pinned "$hm")"
+        ldflags=("-X $hm/internal/version.version=$ver" "-X $hm/internal/version.gitTreeState=clean") ;;
+    esac
+    [[ "$name" == etcd || -n "$ver" ]] || { echo "kubeenv: no version pinned in $dir/go.mod" >&2; exit 1; }
+    mkdir -p "$(dirname "$out")"
+    tmp="$(mktemp "$out.XXXXXX")"
+    echo "kubeenv: building $name ($pkg)" >&2
+    start=$SECONDS
+    if ! (cd "$dir" && go build -o "$tmp" -ldflags "-s -w ${ldflags[*]}" "$pkg"); then
+      rm -f "$tmp"; exit 1
+    fi
+    mv "$tmp" "$out"
+    echo "kubeenv: built $name in $((SECONDS - start))s" >&2
+  done
+fi
+for name in "${names[@]}"; do link "$name"; done
+echo "$view"

@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
+use crate::binaries::{self, Kubernetes};
 use crate::process::{ManagedProcess, Watchdog, log_tail};
-use crate::{Error, binaries, crds, pki::Pki};
+use crate::{Error, crds, pki::Pki};
 
 /// Prefix of our temp dirs: `<temp>/pause-ledger-kubeenv-<pid>-XXXX`.
 const DIR_PREFIX: &str = "pause-ledger-kubeenv-";
@@ -41,7 +42,9 @@ pub struct ControlPlane {
     ca_der: Vec<u8>,
     ca_path: PathBuf,
     kubeconfig_path: PathBuf,
-    bin_dir: PathBuf,
+    kubernetes: Kubernetes,
+    server_version: String,
+    apiserver_bin: PathBuf,
     admin_token: String,
     apiserver_args: Vec<String>,
     apiserver_log: PathBuf,
@@ -58,7 +61,9 @@ pub struct ControlPlane {
 /// Files shared by all startup attempts.
 struct Prepared {
     dir: PathBuf,
-    bin_dir: PathBuf,
+    kubernetes: Kubernetes,
+    apiserver_bin: PathBuf,
+    etcd_bin: PathBuf,
     pki: Pki,
     ca_path: PathBuf,
     admin_token: String,
@@ -66,11 +71,17 @@ struct Prepared {
 }
 
 impl ControlPlane {
-    /// Starts a fresh etcd + kube-apiserver and installs the CRDs (blocking; safe to call inside or
+    /// Starts a fresh etcd + kube-apiserver of the Kubernetes version `KUBEENV_KUBERNETES`
+    /// selects ([`Kubernetes::from_env`]) and installs the CRDs (blocking; safe to call inside or
     /// outside a tokio runtime).
     pub fn start() -> Result<ControlPlane, Error> {
+        Self::start_with(Kubernetes::from_env()?)
+    }
+
+    /// [`Self::start`] with kube-apiserver of Kubernetes `kubernetes`.
+    pub fn start_with(kubernetes: Kubernetes) -> Result<ControlPlane, Error> {
         let started = Instant::now();
-        let bin_dir = binaries::bin_dir()?;
+        let (apiserver_bin, etcd_bin) = binaries::control_plane(kubernetes)?;
         remove_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
@@ -84,7 +95,7 @@ impl ControlPlane {
                 return Err(e);
             }
         };
-        let result = prepare(dir.clone(), bin_dir).and_then(|prepared| {
+        let result = prepare(dir.clone(), kubernetes, apiserver_bin, etcd_bin).and_then(|prepared| {
             let mut last = None;
             for attempt in 1..=ATTEMPTS {
                 match Self::try_start(&prepared, &mut watchdog, attempt, started) {
@@ -106,6 +117,7 @@ impl ControlPlane {
                 cp.watchdog = Mutex::new(Some(watchdog));
                 cp.owns_dir = true;
                 tracing::info!(
+                    version = %cp.server_version,
                     url = %cp.server_url,
                     dir = %dir.display(),
                     elapsed = ?cp.startup,
@@ -154,7 +166,7 @@ impl ControlPlane {
             "--unsafe-no-fsync".to_string(),
             "--log-level=warn".to_string(),
         ];
-        let mut etcd = ManagedProcess::spawn("etcd", &prepared.bin_dir.join("etcd"), &etcd_args, &etcd_log)?;
+        let mut etcd = ManagedProcess::spawn("etcd", &prepared.etcd_bin, &etcd_args, &etcd_log)?;
         watchdog.watch(etcd.pid());
         wait_etcd_healthy(&mut etcd, etcd_port)?;
 
@@ -172,7 +184,9 @@ impl ControlPlane {
             ca_der: prepared.pki.ca_der.clone(),
             ca_path: prepared.ca_path.clone(),
             kubeconfig_path: dir.join("kubeconfig"),
-            bin_dir: prepared.bin_dir.clone(),
+            kubernetes: prepared.kubernetes,
+            server_version: String::new(),
+            apiserver_bin: prepared.apiserver_bin.clone(),
             admin_token: prepared.admin_token.clone(),
             apiserver_args,
             apiserver_log,
@@ -187,10 +201,13 @@ impl ControlPlane {
         watchdog.watch(apiserver.pid());
         *lock(&cp.apiserver) = Some(apiserver);
         let config = cp.admin_config();
-        with_runtime(|rt| {
+        cp.server_version = with_runtime(|rt| {
             rt.block_on(async {
                 let client = kube::Client::try_from(config)?;
-                crds::install(&client).await
+                let version = client.apiserver_version().await?.git_version;
+                binaries::check_server_version(prepared.kubernetes, &version)?;
+                crds::install(&client).await?;
+                Ok::<_, Error>(version)
             })
         })??;
         cp.write_kubeconfig(&cp.kubeconfig_path, "admin", &cp.admin_token, None)?;
@@ -200,12 +217,8 @@ impl ControlPlane {
 
     /// Spawns kube-apiserver with our flags and waits until `/readyz` answers 200.
     fn spawn_apiserver(&self) -> Result<ManagedProcess, Error> {
-        let mut proc = ManagedProcess::spawn(
-            "kube-apiserver",
-            &self.bin_dir.join("kube-apiserver"),
-            &self.apiserver_args,
-            &self.apiserver_log,
-        )?;
+        let mut proc =
+            ManagedProcess::spawn("kube-apiserver", &self.apiserver_bin, &self.apiserver_args, &self.apiserver_log)?;
         let config = self.probe_config();
         let log = self.apiserver_log.clone();
         let ready = with_runtime(|rt| wait_apiserver_ready(rt, config, &mut proc, &log))?;
@@ -244,9 +257,20 @@ impl ControlPlane {
         &self.kubeconfig_path
     }
 
-    /// Folder with `kube-apiserver`, `etcd` and (when built by build.sh) `helm`.
+    /// Folder holding this instance's kube-apiserver; when built by build.sh, also `etcd` and
+    /// each `helm-<major>` built so far (see [`crate::binaries`]).
     pub fn bin_dir(&self) -> &Path {
-        &self.bin_dir
+        self.apiserver_bin.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// The Kubernetes version this instance was started with.
+    pub fn kubernetes(&self) -> Kubernetes {
+        self.kubernetes
+    }
+
+    /// The API server's own `gitVersion` (`/version`), e.g. `v1.34.4`.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
     }
 
     /// Temp dir holding data, logs, PKI and kubeconfigs; removed on drop.
@@ -461,7 +485,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn prepare(dir: PathBuf, bin_dir: PathBuf) -> Result<Prepared, Error> {
+fn prepare(dir: PathBuf, kubernetes: Kubernetes, apiserver_bin: PathBuf, etcd_bin: PathBuf) -> Result<Prepared, Error> {
     let pki = Pki::generate()?;
     let paths = pki.write_to(&dir.join("pki"))?;
     let admin_token = random_hex(24)?;
@@ -472,6 +496,11 @@ fn prepare(dir: PathBuf, bin_dir: PathBuf) -> Result<Prepared, Error> {
         "--bind-address=127.0.0.1".to_string(),
         // Without it kube-apiserver looks for a default-route interface, which sandboxes lack.
         "--advertise-address=127.0.0.1".to_string(),
+        // No Endpoints for the `kubernetes` Service: nothing here resolves it (pods get
+        // KUBERNETES_SERVICE_HOST=127.0.0.1 directly), and 1.37's default (lease) reconciler
+        // refuses a loopback advertise address ("may not be in the loopback range"); 1.34's
+        // accepts it. One flag set for every version.
+        "--endpoint-reconciler-type=none".to_string(),
         format!("--tls-cert-file={}", paths.serving_cert.display()),
         format!("--tls-private-key-file={}", paths.serving_key.display()),
         format!("--cert-dir={}", dir.join("apiserver-certs").display()),
@@ -485,7 +514,16 @@ fn prepare(dir: PathBuf, bin_dir: PathBuf) -> Result<Prepared, Error> {
         "--allow-privileged=true".to_string(),
         "--profiling=false".to_string(),
     ];
-    Ok(Prepared { ca_path: paths.ca, dir, bin_dir, pki, admin_token, common_apiserver_args })
+    Ok(Prepared {
+        ca_path: paths.ca,
+        dir,
+        kubernetes,
+        apiserver_bin,
+        etcd_bin,
+        pki,
+        admin_token,
+        common_apiserver_args,
+    })
 }
 
 /// Three distinct free loopback ports. They are released before use, so another process may grab

@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
 
 fn up() -> Result<(), String> {
     let cp = ControlPlane::start().map_err(|e| e.to_string())?;
-    println!("# control plane ready in {:?}", cp.startup_duration());
+    println!("# Kubernetes {} control plane ready in {:?}", cp.server_version(), cp.startup_duration());
     println!("export KUBECONFIG={}", cp.kubeconfig_path().display());
     println!("export KUBEENV_BIN_DIR={}", cp.bin_dir().display());
     println!("# server {}  pids {:?}", cp.server_url(), cp.pids());

@@ -1,5 +1,5 @@
-// Pinned build of the helm CLI for pause-ledger's tests and demo. Do not import.
-module pause-ledger.local/tools/kubeenv/helm
+// Pinned build of the helm CLI (Helm 3) for pause-ledger's tests and demo. Do not import.
+module pause-ledger.local/tools/kubeenv/helm-3
 
 go 1.24.0
 

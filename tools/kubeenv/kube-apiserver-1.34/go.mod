@@ -1,5 +1,6 @@
-// Pinned build of kube-apiserver for pause-ledger's tests and demo. Do not import.
-module pause-ledger.local/tools/kubeenv/apiserver
+// Pinned build of kube-apiserver (the oldest Kubernetes tested, as Harvester-era clusters run) for
+// pause-ledger's tests and demo. Do not import.
+module pause-ledger.local/tools/kubeenv/kube-apiserver-1.34
 
 go 1.24.0
 
