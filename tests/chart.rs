@@ -46,10 +46,11 @@ fn scratch() -> &'static Path {
     })
 }
 
-/// The pinned `helm` (tools/kubeenv/build.sh), with homes of its own so nothing of the user's
+/// The pinned `helm` of the major under test (`KUBEENV_HELM`, tools/kubeenv/build.sh), with homes of its own so nothing of the user's
 /// Helm setup leaks in. Returns (exit code, stdout, stderr).
 fn helm(args: &[&str]) -> (i32, String, String) {
-    let bin = kubeenv::binaries::bin_dir().expect("tools/kubeenv/build.sh").join("helm");
+    let major = kubeenv::binaries::Helm::from_env().expect("KUBEENV_HELM");
+    let bin = kubeenv::binaries::helm(major).expect("pinned helm builds (tools/kubeenv/build.sh)");
     let home = scratch().join("helm-home");
     let out = Command::new(&bin)
         .args(args)
