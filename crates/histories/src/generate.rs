@@ -6,7 +6,9 @@
 //! then 5–15 operations are drawn. Some draws pull a follower with them, so the interleavings
 //! that matter are common rather than rare: a background `record` is often followed at once by
 //! a `restore` (restore during record's intent phase), a `restore --settle` by an administrator's
-//! pause inside its window, a `record --on-existing` by an earlier ledger of another id.
+//! pause inside its window (often right after the upgrade script's unmarked pauses), a
+//! background `rescue` by an administrator acting while it lists, a `record --on-existing` by
+//! an earlier ledger of another id.
 //! About 3 % of histories stop the API server; in those every pause-ledger process runs with a
 //! long deadline, straight to the API server, without proxy faults.
 
@@ -159,7 +161,23 @@ impl Gen {
         match self.rng.f64() {
             r if r < 0.22 => {
                 let s = self.script();
+                let charts = match &s {
+                    Op::Script { charts, .. } => charts.clone(),
+                    _ => vec![],
+                };
                 self.ops.push(s);
+                // The upgrade is restored while something (an administrator, or the still
+                // running upgrade) pauses a chart again inside the re-pause guard's window.
+                if self.chance(0.4) && !charts.is_empty() {
+                    let mut proc = self.proc(0.0, 1.0);
+                    proc.background = true;
+                    self.ops.push(Op::Restore { copies: 1, force: false, settle: true, proc });
+                    let ms = self.rng.u32(300..1300);
+                    self.ops.push(Op::Sleep { ms });
+                    let obj = Obj::Chart(charts[self.rng.usize(0..charts.len())]);
+                    let action = if self.rng.bool() { AdminAction::Pause } else { AdminAction::SsaPause };
+                    self.ops.push(Op::Admin { obj, action });
+                }
             }
             r if r < 0.40 => {
                 // An earlier upgrade (C) recorded; maybe restored, maybe not.
