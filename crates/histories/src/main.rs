@@ -3,9 +3,9 @@
 //! ```text
 //! pause-ledger-histories [--pause-ledger BIN] [--jobs N] [--keep DIR] [--save-all] COMMAND
 //!   run --seed N | --seeds A..B [--shrink] [--tries K]   run histories, print violations
-//!   show --seed N                                        print a seed's history, run nothing
+//!   show --seed N | FILE                                 print a history, run nothing
 //!   replay FILE [--shrink] [--tries K]                   run a saved history (JSON)
-//!   shrink --seed N | FILE [--tries K]                   shrink a failing history
+//!   shrink --seed N | FILE [--rule R] [--tries K]        shrink a failing history (for rule R)
 //!   bench --count N [--first-seed S] --out DIR           run N histories, write results
 //! ```
 //!
@@ -60,8 +60,12 @@ fn main() -> Result<()> {
     let has = |name: &str| rest.iter().any(|a| a == name);
     let tries: usize = flag("--tries").map(|t| t.parse()).transpose()?.unwrap_or(2);
     if cmd == "show" {
-        let seed: u64 = flag("--seed").context("show --seed N")?.parse()?;
-        print!("seed {seed}:\n{}", generate(seed));
+        let h = match flag("--seed") {
+            Some(s) => generate(s.parse()?),
+            None => load(Path::new(rest.get(1).context("show --seed N | FILE")?))?,
+        };
+        // A closed pipe (`| head`) ends the output, not the program with a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("seed {}:\n{h}", h.seed).as_bytes());
         return Ok(());
     }
     opts.pause_ledger = std::fs::canonicalize(&opts.pause_ledger).with_context(|| {
@@ -89,7 +93,7 @@ fn main() -> Result<()> {
                 let (o, t) = runner::run(&env, &h).await;
                 report(&opts, &o, &t)?;
                 if has("--shrink") && o.failed() {
-                    shrink_and_print(&env, &opts, &h, &o, tries).await?;
+                    shrink_and_print(&env, &opts, &h, &o, tries, flag("--rule").as_deref()).await?;
                 }
                 Ok(if o.failed() { 1 } else { 0 })
             }
@@ -98,13 +102,21 @@ fn main() -> Result<()> {
                     Some(s) => generate(s.parse()?),
                     None => load(Path::new(rest.get(1).context("shrink --seed N | FILE")?))?,
                 };
-                let (o, t) = runner::run(&env, &h).await;
-                report(&opts, &o, &t)?;
-                if !o.failed() {
-                    eprintln!("histories: the history passed this time; nothing to shrink (timing varies: try again)");
-                    return Ok(0);
+                let rule = flag("--rule");
+                let mut found = None;
+                for _ in 0..tries.max(1) {
+                    let (o, t) = runner::run(&env, &h).await;
+                    report(&opts, &o, &t)?;
+                    if o.failed() && rule.as_deref().is_none_or(|r| o.rules().contains(r)) {
+                        found = Some(o);
+                        break;
+                    }
                 }
-                shrink_and_print(&env, &opts, &h, &o, tries).await?;
+                let Some(o) = found else {
+                    eprintln!("histories: the history did not fail (as asked) in {tries} runs; nothing to shrink");
+                    return Ok(0);
+                };
+                shrink_and_print(&env, &opts, &h, &o, tries, flag("--rule").as_deref()).await?;
                 Ok(1)
             }
             "bench" => {
@@ -125,8 +137,8 @@ fn main() -> Result<()> {
 
 fn usage() -> &'static str {
     "usage: pause-ledger-histories [--pause-ledger BIN] [--jobs N] [--keep DIR] [--save-all] \
-     run --seed N | --seeds A..B [--shrink] [--tries K] | show --seed N | replay FILE [--shrink] | \
-     shrink --seed N | FILE [--tries K] | bench --count N [--first-seed S] --out DIR"
+     run --seed N | --seeds A..B [--shrink] [--tries K] | show --seed N | FILE | replay FILE [--shrink] | \
+     shrink --seed N | FILE [--rule R] [--tries K] | bench --count N [--first-seed S] --out DIR"
 }
 
 fn default_binary() -> PathBuf {
@@ -208,9 +220,16 @@ fn report(opts: &Opts, o: &Outcome, t: &Trace) -> Result<()> {
     Ok(())
 }
 
-async fn shrink_and_print(env: &Env, opts: &Opts, h: &History, o: &Outcome, tries: usize) -> Result<()> {
+async fn shrink_and_print(
+    env: &Env,
+    opts: &Opts,
+    h: &History,
+    o: &Outcome,
+    tries: usize,
+    only: Option<&str>,
+) -> Result<()> {
     let rules: BTreeSet<&'static str> = o.rules();
-    for rule in rules {
+    for rule in rules.into_iter().filter(|r| only.is_none_or(|o| o == *r)) {
         let target = BTreeSet::from([rule]);
         eprintln!("histories: shrinking seed {} for {rule} ({} ops, {tries} tries per candidate)", h.seed, h.ops.len());
         let min = runner::shrink(env, h, &target, tries, |c| eprintln!("  -> {} ops", c.ops.len())).await;
@@ -252,7 +271,7 @@ async fn run_cmd(env: &Env, opts: &Opts, seeds: Vec<u64>, shrink: bool, tries: u
     if shrink {
         failed.sort_by_key(|o| o.history.seed);
         for o in &failed {
-            shrink_and_print(env, opts, &o.history, o, tries).await?;
+            shrink_and_print(env, opts, &o.history, o, tries, None).await?;
         }
     }
     for p in problems {

@@ -26,11 +26,33 @@ struct Case {
     broke: Vec<&'static str>,
 }
 
-/// Generated seeds: (seed, rules broken on 9712cb2, defect).
-const SEEDS: &[(u64, &[&str])] = &[];
+/// Generated seeds: (seed, rules broken on 9712cb2). 1, 3, 6: held there too (kills, faults,
+/// merges, rescue); 14 stops the API server for ~20 s.
+const SEEDS: &[(u64, &[&str])] = &[
+    (1, &[]),
+    (3, &[]),
+    (6, &[]),
+    (14, &["I6/outage-failed", "I6/early-deadline"]),
+    (24, &["I1/lost", "I4/outcome"]),
+    (34, &["I2/second-unpause"]),
+];
 
-/// Hand-kept minimal histories: (file, rules broken on 9712cb2).
-const FILES: &[(&str, &[&str])] = &[];
+/// Minimal histories (tests/histories; each file's `note` says what it shows): (file, rules
+/// broken on 9712cb2).
+const FILES: &[(&str, &[&str])] = &[
+    ("defect1-record-lost-answer.json", &["I3/unlisted", "I1/lost"]),
+    ("defect2-merge-minimal-no-upgrade.json", &["I1/lost-unmarked", "I1/lost"]),
+    ("defect2-merge-custom-field-manager.json", &["I1/lost"]),
+    ("defect3-take-over-remark-fails.json", &["I1/lost"]),
+    ("defect4-shared-ownership.json", &["I2/shared-owner"]),
+    ("defect4-keep-paused.json", &["I2/keep-paused"]),
+    ("defect6-outage-at-start.json", &["I6/outage-failed", "I6/early-deadline"]),
+    ("defect8-repause-guard-unmarked.json", &["I2/second-unpause"]),
+    ("defect8-rescue-paused-before.json", &["I2/rescue-paused-before"]),
+    ("defect8-rescue-unlisted.json", &["I2/rescue-unlisted", "I2/rescue-stale"]),
+    ("defect9-restore-during-intent.json", &["I1/lost", "I4/outcome"]),
+    ("defect9-status-over-newer-ledger.json", &["I4/status-over-other-ledger"]),
+];
 
 fn cases() -> Vec<Case> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
