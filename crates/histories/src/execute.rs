@@ -225,6 +225,10 @@ pub struct Trace {
     pub record_exits: Vec<RecordExit>,
     /// After the final restore.
     pub final_state: Option<FinalState>,
+    /// For every recorded set the watch saw with a status next to it: the oracle's digest →
+    /// `pause-ledger validate -o json`'s (so a changed digest derivation is followed, not
+    /// flagged).
+    pub digests: BTreeMap<String, String>,
     /// The executor's own problems (not violations): a history with any is reported as errored.
     pub errors: Vec<String>,
     /// What the executor skipped on purpose (an administrator cannot act while the API server
@@ -747,6 +751,7 @@ pub async fn execute(env: &Env, history: &History) -> Trace {
                 outages: vec![],
                 record_exits: vec![],
                 final_state: None,
+                digests: BTreeMap::new(),
                 errors: vec![format!("namespace: {e}")],
                 notes: vec![],
                 duration_ms: 0.0,
@@ -765,6 +770,7 @@ pub async fn execute(env: &Env, history: &History) -> Trace {
             outages: vec![],
             record_exits: vec![],
             final_state: None,
+            digests: BTreeMap::new(),
             errors,
             notes: vec![],
             duration_ms: 0.0,
@@ -956,6 +962,24 @@ pub async fn execute(env: &Env, history: &History) -> Trace {
     };
     let log = observer.stop();
     cleanup(&client, &ns).await;
+    let mut digests = BTreeMap::new();
+    for l in log.ledgers.iter().filter(|l| l.data.contains_key("status.yaml")) {
+        let mut recorded = l.data.clone();
+        recorded.remove("status.yaml");
+        if let Some(own) = crate::ledger_view::digest(&recorded)
+            && !digests.contains_key(&own)
+            && let Some(theirs) = validate_digest(env, &ns, &recorded).await
+        {
+            digests.insert(own, theirs);
+        }
+    }
+    for p in &procs {
+        // A flag the binary does not take: the history did not test what it says.
+        if p.exited.code == Some(2) {
+            let tail: Vec<String> = p.exited.stderr.iter().rev().take(3).map(|(_, l)| l.clone()).collect();
+            sh.error(format!("{:?} process {} exited 2 (usage): {}", p.role, p.id, tail.join(" | ")));
+        }
+    }
     procs.sort_by_key(|p| p.id);
     errors.extend(lock(&sh.errors).drain(..));
     let mut writes = lock(&sh.writes).clone();
@@ -972,6 +996,7 @@ pub async fn execute(env: &Env, history: &History) -> Trace {
         outages,
         record_exits,
         final_state,
+        digests,
         errors,
         notes: lock(&sh.notes).clone(),
         duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
