@@ -155,6 +155,10 @@ pub struct ScriptLedger {
     pub form: ScriptForm,
     /// The charts it lists (and then paused).
     pub charts: Vec<Obj>,
+    /// Ledger create sent, ms since the history started.
+    pub start_ms: f64,
+    /// Last pause answered.
+    pub end_ms: f64,
 }
 
 /// An API-server outage.
@@ -682,6 +686,7 @@ async fn script(sh: &Shared, i: usize, form: ScriptForm, charts: &[usize]) -> Op
         }
     }
     // Ledger first (create-only, like `kubectl create configmap`): pause only what it lists.
+    let start_ms = sh.ms();
     if let Err(e) = world::create_ledger(&sh.client(), ns, data, SCRIPT_CREATE).await {
         tracing::debug!(ns = %ns, "script: {e}; paused nothing");
         return None;
@@ -705,7 +710,13 @@ async fn script(sh: &Shared, i: usize, form: ScriptForm, charts: &[usize]) -> Op
             }
         }
     }
-    Some(ScriptLedger { op: i, form, charts: charts.iter().map(|c| Obj::Chart(*c)).collect() })
+    Some(ScriptLedger {
+        op: i,
+        form,
+        charts: charts.iter().map(|c| Obj::Chart(*c)).collect(),
+        start_ms,
+        end_ms: sh.ms(),
+    })
 }
 
 async fn churn(sh: Arc<Shared>, chart: usize, writes: u8) {

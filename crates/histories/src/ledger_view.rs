@@ -150,8 +150,8 @@ mod tests {
 
     #[test]
     fn digest_matches_pause_ledgers_definition() {
-        // The value src/ledger.rs computes for this minimal form (checked with `pause-ledger
-        // validate -o json` when this test was written).
+        // The documented derivation, spelled out. That it is pause-ledger's too is checked
+        // against `pause-ledger validate -o json` in every history (Trace::digests).
         let d = data(&[("charts", "harvester"), ("namespace", "fleet-local")]);
         let mut h = Sha256::new();
         h.update(b"charts\0harvester\0namespace\0fleet-local\0");

@@ -199,6 +199,9 @@ fn report(opts: &Opts, o: &Outcome, t: &Trace) -> Result<()> {
     if !o.errors.is_empty() {
         println!("{head}: ERRORED ({})", o.errors.join("; "));
     }
+    for n in &o.verdict.notes {
+        println!("seed {}: note: {n}", h.seed);
+    }
     if !o.failed() {
         if o.errors.is_empty() {
             println!("{head}: ok");

@@ -42,7 +42,9 @@
 //! - `I1/lost`: no object is ours-paused (paused, our mark, pause field owned only by the
 //!   pauser of that mark, no keep-paused).
 //! - `I1/lost-unmarked`: no chart of `U` is still in the pause epoch the script started
-//!   (pauser `kubectl-patch`, same incarnation) without any administrator write since.
+//!   (pauser `kubectl-patch`, same incarnation) without any administrator write since. Not
+//!   judged when a restore or rescue ran while the script was between creating its ledger and
+//!   its last pause: a minimal ledger has no intent marker, so that race is the script's.
 //!
 //! **I2 — nothing wrongly unpaused.** For every transition paused→running whose writer is
 //! `pause-ledger` (`v` the new version, `p` the one before; not judged when `v` came from a
@@ -269,7 +271,16 @@ fn i1(f: &Facts, out: &mut Verdict) {
             continue;
         }
         let touched = f.admin_writes(*obj).any(|w| w.rv_after.is_some_and(|rv| rv >= start.view.rv));
-        if !touched {
+        // A restore that ran while the script was between its ledger and its pauses saw the
+        // charts running: nothing in a minimal ledger tells it the script is not done.
+        let raced = f.t.script_ledgers.iter().filter(|s| s.charts.contains(obj)).any(|s| {
+            f.t.procs.iter().any(|p| {
+                matches!(p.role, Role::Restore | Role::Rescue)
+                    && p.exited.spawned_ms < s.end_ms
+                    && p.exited.exited_ms > s.start_ms
+            })
+        });
+        if !touched && !raced {
             out.violations.push(v(
                 "I1",
                 "I1/lost-unmarked",
@@ -816,7 +827,13 @@ mod tests {
             ver(2, 100.0, view(2, true, None, false, &[SCRIPT_KUBECTL])),
         ];
         let mut t = trace(versions, vec![]);
-        t.script_ledgers.push(ScriptLedger { op: 0, form: ScriptForm::MinimalNoUpgrade, charts: vec![H] });
+        t.script_ledgers.push(ScriptLedger {
+            op: 0,
+            form: ScriptForm::MinimalNoUpgrade,
+            charts: vec![H],
+            start_ms: 90.0,
+            end_ms: 110.0,
+        });
         let t = with_final(t, view(2, true, None, false, &[SCRIPT_KUBECTL]));
         assert_eq!(rules(&t), vec!["I1/lost-unmarked"]);
         let mut touched = t.clone();
@@ -832,6 +849,10 @@ mod tests {
             error: None,
         });
         assert_eq!(rules(&touched), Vec::<&str>::new());
+        // A restore ran between the script's ledger and its pauses: the script's race, not judged.
+        let mut raced = t.clone();
+        raced.procs.push(proc(3, Role::Restore, 95.0, 300.0, 0));
+        assert_eq!(rules(&raced), Vec::<&str>::new());
     }
 
     #[test]
@@ -843,7 +864,13 @@ mod tests {
             ver(4, 1500.0, view(4, false, None, false, &[PAUSE_LEDGER])),
         ];
         let mut t = trace(versions, vec![proc(1, Role::Restore, 800.0, 3000.0, 0)]);
-        t.script_ledgers.push(ScriptLedger { op: 0, form: ScriptForm::MinimalNoUpgrade, charts: vec![H] });
+        t.script_ledgers.push(ScriptLedger {
+            op: 0,
+            form: ScriptForm::MinimalNoUpgrade,
+            charts: vec![H],
+            start_ms: 5.0,
+            end_ms: 12.0,
+        });
         assert_eq!(rules(&t), vec!["I2/second-unpause"]);
         // Two runs, one unpause each: the documented weakness of unmarked mode, not a violation.
         let mut two = t.clone();
