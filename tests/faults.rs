@@ -36,6 +36,7 @@ async fn restores_everything_through_faults_with_retries_logged() {
         retry_after_secs: 1,
         reset_rate: 0.05,
         reset_after_forward_rate: 0.05,
+        error_after_forward_rate: 0.0,
         latency_rate: 0.2,
         latency_min: Duration::from_millis(5),
         latency_max: Duration::from_millis(80),

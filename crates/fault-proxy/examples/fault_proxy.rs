@@ -1,7 +1,7 @@
 //! Runs a fault proxy in front of an apiserver until Ctrl-C, for manual checks and benchmarks.
 //!
 //! `cargo run -p pause-ledger-fault-proxy --example fault_proxy -- UPSTREAM CA.pem [key=value ...]`
-//! with keys seed, error, throttle, retry_after, reset, reset_after, latency, latency_min_ms,
+//! with keys seed, error, throttle, retry_after, reset, reset_after, error_after, latency, latency_min_ms,
 //! latency_max_ms, filter, and token=T dir=D to write a kubeconfig.
 #![forbid(unsafe_code)]
 
@@ -29,6 +29,7 @@ fn main() -> Result<(), String> {
             "retry_after" => faults.retry_after_secs = int()?,
             "reset" => faults.reset_rate = rate()?,
             "reset_after" => faults.reset_after_forward_rate = rate()?,
+            "error_after" => faults.error_after_forward_rate = rate()?,
             "latency" => faults.latency_rate = rate()?,
             "latency_min_ms" => faults.latency_min = Duration::from_millis(int()?),
             "latency_max_ms" => faults.latency_max = Duration::from_millis(int()?),

@@ -6,7 +6,8 @@ use std::time::Duration;
 ///
 /// Precedence for an eligible request: server error, then throttle, then reset before forwarding;
 /// otherwise the request is forwarded, possibly after a latency delay, and possibly followed by
-/// a reset after forwarding. Rates outside [0,1] are clamped; NaN counts as 0.
+/// a lost answer: a reset after forwarding, or (drawn from the same value, in the band just above
+/// the reset's) a 5xx in place of upstream's answer. Rates outside [0,1] are clamped; NaN counts as 0.
 ///
 /// Every eligible request consumes exactly [`DRAWS_PER_REQUEST`] RNG values whatever the outcome,
 /// so the n-th eligible request's fate depends only on `seed` and `n`, and changing one rate does not
@@ -27,6 +28,12 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Forward, let upstream apply the request, then drop the client connection with a TCP RST.
     pub reset_after_forward_rate: f64,
+    /// Forward, let upstream apply the request, then answer 500 or 504 (a Kubernetes Status
+    /// body) instead of upstream's answer: "5xx after commit", as from a load balancer or an
+    /// apiserver whose etcd write committed but whose reply timed out. Shares its draw with
+    /// `reset_after_forward_rate` (the band `[reset rate, reset rate + this rate)`), so adding it
+    /// reshuffles no other fault and the sum of the two is at most 1.
+    pub error_after_forward_rate: f64,
     /// Delay a forwarded request by a duration drawn uniformly in `[latency_min, latency_max]`.
     pub latency_rate: f64,
     /// Lower bound of an injected delay.
@@ -52,6 +59,13 @@ pub enum Outcome {
     ForwardThenReset {
         /// Injected latency before forwarding.
         delay: Option<Duration>,
+    },
+    /// Forward (after `delay` if any), let upstream apply it, then answer `code` instead.
+    ForwardThenError {
+        /// Injected latency before forwarding.
+        delay: Option<Duration>,
+        /// 500 or 504.
+        code: u16,
     },
     /// Answer with this 5xx status and a Status body, without forwarding.
     ServerError {
@@ -107,8 +121,13 @@ impl Faults {
             let span = self.latency_max.saturating_sub(self.latency_min);
             self.latency_min + span.mul_f64(u_latency_len)
         });
-        if hit(u_reset_after, self.reset_after_forward_rate) {
+        let reset_after = clamp(self.reset_after_forward_rate);
+        if hit(u_reset_after, reset_after) {
             Outcome::ForwardThenReset { delay }
+        } else if hit(u_reset_after, reset_after + clamp(self.error_after_forward_rate)) {
+            // u_code is otherwise only read for a server error, which this request is not.
+            let code = if u_code < 0.5 { 500 } else { 504 };
+            Outcome::ForwardThenError { delay, code }
         } else {
             Outcome::Forward { delay }
         }
@@ -118,6 +137,11 @@ impl Faults {
 /// `u` is uniform in [0,1), so rate 1.0 always hits and rate 0.0 (or NaN) never does.
 fn hit(u: f64, rate: f64) -> bool {
     u < rate
+}
+
+/// A rate in [0,1]; NaN counts as 0 (so that sums of rates stay meaningful).
+fn clamp(rate: f64) -> f64 {
+    if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) }
 }
 
 /// SplitMix64: tiny, well-distributed, and fully specified, so seeds mean the same thing forever.
@@ -215,6 +239,35 @@ mod tests {
         }
         let inverted = Faults { latency_max: Duration::ZERO, ..faults };
         assert!(inverted.plan(10).iter().all(|o| *o == Outcome::Forward { delay: Some(Duration::from_millis(10)) }));
+    }
+
+    #[test]
+    fn error_after_forward_shares_the_lost_answer_draw() {
+        let resets = Faults { seed: 11, reset_after_forward_rate: 0.3, ..Faults::default() };
+        let both = Faults { error_after_forward_rate: 0.3, ..resets.clone() };
+        let (a, b) = (resets.plan(2000), both.plan(2000));
+        // The resets stay exactly where they were; some plain forwards become 5xx-after-commit.
+        for (x, y) in a.iter().zip(&b) {
+            match x {
+                Outcome::ForwardThenReset { .. } => assert_eq!(x, y),
+                Outcome::Forward { .. } => {
+                    assert!(matches!(y, Outcome::Forward { .. } | Outcome::ForwardThenError { .. }), "{y:?}")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let errors: Vec<u16> = b
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::ForwardThenError { code, .. } => Some(*code),
+                _ => None,
+            })
+            .collect();
+        assert!((500..700).contains(&errors.len()), "{}", errors.len());
+        assert!(errors.contains(&500) && errors.contains(&504));
+        assert!(errors.iter().all(|c| *c == 500 || *c == 504));
+        let only = Faults { seed: 11, error_after_forward_rate: 1.0, ..Faults::default() };
+        assert!(only.plan(100).iter().all(|o| matches!(o, Outcome::ForwardThenError { .. })));
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub enum Error {
 /// Snapshot of the proxy's counters since start or the last [`FaultProxy::reset_stats`].
 ///
 /// `requests` counts every request received; `forwarded` includes those later reset
-/// (`resets_after_forward`); `resets` counts resets before forwarding only.
+/// (`resets_after_forward`) or answered with an injected 5xx (`errors_after_forward`); `resets`
+/// counts resets before forwarding only.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests received from clients (eligible or not).
@@ -86,6 +87,8 @@ pub struct Stats {
     pub resets: u64,
     /// Connections reset after upstream had the request.
     pub resets_after_forward: u64,
+    /// Requests upstream applied whose answer was replaced by an injected 500/504.
+    pub errors_after_forward: u64,
     /// Requests delayed before forwarding.
     pub delayed: u64,
 }
@@ -116,12 +119,13 @@ struct Counters {
     throttled: Counter,
     resets: Counter,
     resets_after_forward: Counter,
+    errors_after_forward: Counter,
     delayed: Counter,
     upstream_errors: Counter,
 }
 
 impl Counters {
-    fn all(&self) -> [&Counter; 8] {
+    fn all(&self) -> [&Counter; 9] {
         [
             &self.requests,
             &self.forwarded,
@@ -129,6 +133,7 @@ impl Counters {
             &self.throttled,
             &self.resets,
             &self.resets_after_forward,
+            &self.errors_after_forward,
             &self.delayed,
             &self.upstream_errors,
         ]
@@ -264,6 +269,7 @@ impl FaultProxy {
             throttled: c.throttled.get(),
             resets: c.resets.get(),
             resets_after_forward: c.resets_after_forward.get(),
+            errors_after_forward: c.errors_after_forward.get(),
             delayed: c.delayed.get(),
         }
     }

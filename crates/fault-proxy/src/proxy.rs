@@ -145,8 +145,9 @@ async fn handle(
             debug!(fault = "reset", %method, %path, "fault-proxy injected fault");
             return reset(&kill).await;
         }
-        Outcome::Forward { delay } => (delay, false),
-        Outcome::ForwardThenReset { delay } => (delay, true),
+        Outcome::Forward { delay } => (delay, After::Answer),
+        Outcome::ForwardThenReset { delay } => (delay, After::Reset),
+        Outcome::ForwardThenError { delay, code } => (delay, After::Error(code)),
     };
 
     if let Some(delay) = delay {
@@ -157,13 +158,32 @@ async fn handle(
 
     control.counters.forwarded.increment();
     let upstream = forward(&forwarder, parts, body).await;
-    if reset_after {
-        control.counters.resets_after_forward.increment();
-        let upstream_status = upstream.as_ref().ok().map(|r| r.status().as_u16());
-        debug!(fault = "reset_after_forward", ?upstream_status, %method, %path, "fault-proxy injected fault");
-        // The upstream response (and with it the applied request's result) is thrown away.
-        drop(upstream);
-        return reset(&kill).await;
+    match reset_after {
+        After::Answer => {}
+        After::Reset => {
+            control.counters.resets_after_forward.increment();
+            let upstream_status = upstream.as_ref().ok().map(|r| r.status().as_u16());
+            debug!(fault = "reset_after_forward", ?upstream_status, %method, %path, "fault-proxy injected fault");
+            // The upstream response (and with it the applied request's result) is thrown away.
+            drop(upstream);
+            return reset(&kill).await;
+        }
+        After::Error(code) => {
+            control.counters.errors_after_forward.increment();
+            // Read upstream's answer to the end first: the request is then certainly applied
+            // (or refused) before the client hears anything.
+            let upstream_status = match upstream {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.into_body().collect().await;
+                    Some(status)
+                }
+                Err(_) => None,
+            };
+            debug!(fault = "error_after_forward", code, ?upstream_status, %method, %path, "fault-proxy injected fault");
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+            return Ok(status_response(status, server_error_reason(code), INJECTED_AFTER, None));
+        }
     }
     match upstream {
         Ok(response) => Ok(response),
@@ -176,6 +196,18 @@ async fn handle(
 }
 
 const INJECTED: &str = "injected by fault-proxy";
+const INJECTED_AFTER: &str = "injected by fault-proxy after forwarding (upstream applied the request)";
+
+/// What happens after a request was forwarded.
+#[derive(Clone, Copy)]
+enum After {
+    /// Pass upstream's answer through.
+    Answer,
+    /// Reset the connection instead.
+    Reset,
+    /// Answer this 5xx instead.
+    Error(u16),
+}
 
 /// The Status reason the apiserver itself uses for each injected code.
 fn server_error_reason(code: u16) -> &'static str {

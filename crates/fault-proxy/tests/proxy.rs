@@ -238,6 +238,34 @@ async fn reset_after_forward_applies_upstream_but_loses_the_response() {
 }
 
 #[tokio::test]
+async fn error_after_forward_applies_upstream_but_answers_5xx() {
+    let upstream = Upstream::start().await;
+    let faults = Faults { seed: 3, error_after_forward_rate: 1.0, ..Faults::default() };
+    let proxy = FaultProxy::start(&upstream.url, &upstream.ca_pem, faults.clone()).unwrap();
+    let expected: Vec<u16> = faults
+        .plan(6)
+        .into_iter()
+        .map(|o| match o {
+            Outcome::ForwardThenError { code, .. } => code,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    for (i, code) in expected.iter().enumerate() {
+        let body = format!(r#"{{"spec":{{"paused":{}}}}}"#, i % 2 == 0);
+        let (status, _, reply) = send(&proxy, Method::PATCH, "/apis/x/managedcharts/a", &body).await.unwrap();
+        assert_eq!(status.as_u16(), *code);
+        let reply = json(&reply);
+        assert_eq!(reply["kind"], "Status");
+        assert_eq!(reply["code"], *code);
+        assert!(reply["message"].as_str().unwrap().contains("after forwarding"), "{reply}");
+        // Upstream saw (and, being the apiserver, would have applied) the request.
+        assert_eq!(upstream.seen()[i].body, body);
+    }
+    assert!(expected.contains(&500) || expected.contains(&504));
+    assert_eq!(proxy.stats(), Stats { requests: 6, forwarded: 6, errors_after_forward: 6, ..Stats::default() });
+}
+
+#[tokio::test]
 async fn latency_delays_forwarding() {
     let upstream = Upstream::start().await;
     let faults = Faults {
@@ -296,6 +324,7 @@ async fn same_seed_gives_same_sequence_and_matches_plan() {
             Outcome::ServerError { code } => code.to_string(),
             Outcome::Throttle => "429".to_owned(),
             Outcome::Reset | Outcome::ForwardThenReset { .. } => "reset".to_owned(),
+            Outcome::ForwardThenError { code, .. } => code.to_string(),
         })
         .collect();
     assert_eq!(runs[0], expected);
