@@ -2,7 +2,6 @@
 //! restoring exactly what the upgrade paused. Run it with `tools/demo` (builds the binary too).
 //!
 //! Usage: demo PATH-TO-pause-ledger-BINARY
-#![forbid(unsafe_code)]
 
 use std::process::Stdio;
 use std::time::Duration;

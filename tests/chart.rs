@@ -8,7 +8,6 @@
 //! (server-side dry run: its validation and admission run, nothing is persisted), that the
 //! preset's Role keeps a restore to the preset's charts, and that docs/many-clusters.md's
 //! fleet.yaml and per-context loop work.
-#![forbid(unsafe_code)]
 
 mod support;
 

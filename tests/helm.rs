@@ -8,7 +8,6 @@
 //! propagation by `kubeenv::RancherStandIn` (also a test double). Everything else is real:
 //! Helm's hook ordering, weights and delete policies, the chart's RBAC as enforced by the API
 //! server, the ServiceAccount token the binary authenticates with, and the binary itself.
-#![forbid(unsafe_code)]
 
 mod support;
 
@@ -20,9 +19,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
 use kubeenv::hook_runner::{Execution, HookRunner, ImageConfig};
 use kubeenv::{Helm, RancherStandIn};
@@ -374,17 +373,6 @@ async fn create_handled_chart(ns: &str, name: &str) {
             && c.pointer("/status/observedGeneration") == c.pointer("/metadata/generation")
     })
     .await;
-}
-
-/// Event reasons pause-ledger recorded in `ns` for object `name`.
-async fn event_reasons(ns: &str, name: &str) -> Vec<String> {
-    let list = Api::<Event>::namespaced(admin(), ns).list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .filter(|e| e.reporting_component.as_deref() == Some("pause-ledger"))
-        .filter_map(|e| e.reason)
-        .collect()
 }
 
 #[test]

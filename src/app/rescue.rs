@@ -59,27 +59,27 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
         let o = &step.entry.object;
         let obj = run.entries.get(&Target::object(o, &step.resolved)).await?;
         match obj.map(|obj| pause_state(&obj, &step.entry.field)) {
-            Some(Ok(s)) if s.paused != Some(true) => tracing::info!(object = %o, "running"),
+            Some(Ok(s)) if s.paused != Some(true) => tracing::info!(object = %o, "running: {o}"),
             Some(Ok(s)) if s.keep_paused => {
-                tracing::info!(object = %o, "will not touch: kept paused by an administrator (annotation {KEEP_PAUSED_ANNOTATION})")
+                tracing::info!(object = %o, "will not touch {o}: kept paused by an administrator (annotation {KEEP_PAUSED_ANNOTATION})")
             }
             Some(Ok(s)) if s.mark.is_some() => tracing::info!(
                 object = %o, mark = s.mark.as_deref().unwrap_or_default(),
-                "will not touch: marked by a recorded upgrade; restore its ledger instead"
+                "will not touch {o}: marked by a recorded upgrade; restore its ledger instead"
             ),
             Some(Ok(_)) if paused_before.contains(&o.identity()) => tracing::info!(
                 object = %o, ledger = %args.ledger.ledger,
-                "will not touch: the ledger lists it as paused before the upgrade"
+                "will not touch {o}: the ledger lists it as paused before the upgrade"
             ),
             Some(Ok(s)) => match s.generation {
                 Some(g) => {
-                    tracing::info!(object = %o, generation = g, "will unpause: paused now, nothing recorded who paused it");
+                    tracing::info!(object = %o, generation = g, "will unpause {o} (generation {g}): paused now, nothing recorded who paused it");
                     listed.insert(o.identity(), g);
                 }
-                None => tracing::warn!(object = %o, "will not touch: no metadata.generation to pin it to"),
+                None => tracing::warn!(object = %o, "will not touch {o}: no metadata.generation to pin it to"),
             },
-            Some(Err(m)) => tracing::warn!(object = %o, "{m}"),
-            None => tracing::info!(object = %o, "does not exist"),
+            Some(Err(m)) => tracing::warn!(object = %o, "{o}: {m}"),
+            None => tracing::info!(object = %o, "does not exist: {o}"),
         }
     }
     let paused_now = listed.len();

@@ -62,11 +62,14 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:/usr/lib/go/bin"
   command -v go >/dev/null || { echo "kubeenv: 'go' not found on PATH or in /usr/local/go/bin" >&2; exit 1; }
   export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath" GOTOOLCHAIN=local
-  for name in "${missing[@]}"; do
+  # One build per binary, all at once: a cold build spends much of its time fetching modules
+  # from the proxy and linking (one core), so running them side by side keeps both cores busy.
+  build_one() {
+    local name="$1" out dir ver="" pkg major minor hm start tmp
+    local -a ldflags=()
     out="$(binary_of "$name")"
-    [[ -x "$out" ]] && continue # built by another caller while we waited for the lock
+    [[ -x "$out" ]] && return 0 # built by another caller while we waited for the lock
     dir="$here/$name"
-    ver=""
     # The version a module pins: `require <module> <version>` in its go.mod.
     pinned() { awk -v m="$1" '$1=="require" && $2==m {print $3}' "$dir/go.mod"; }
     case "$name" in
@@ -79,25 +82,31 @@ if [[ ${#missing[@]} -gt 0 ]]; then
           "-X k8s.io/component-base/version.gitMinor=$minor"
           "-X k8s.io/component-base/version.gitTreeState=clean") ;;
       etcd)
-        pkg=go.etcd.io/etcd/server/v3
-        ldflags=() ;;
+        pkg=go.etcd.io/etcd/server/v3 ;;
       helm-*)
         hm="helm.sh/helm/v${name#helm-}"
         pkg="$hm/cmd/helm"
         ver="$(pinned "$hm")"
         ldflags=("-X $hm/internal/version.version=$ver" "-X $hm/internal/version.gitTreeState=clean") ;;
     esac
-    [[ "$name" == etcd || -n "$ver" ]] || { echo "kubeenv: no version pinned in $dir/go.mod" >&2; exit 1; }
+    [[ "$name" == etcd || -n "$ver" ]] || { echo "kubeenv: no version pinned in $dir/go.mod" >&2; return 1; }
     mkdir -p "$(dirname "$out")"
     tmp="$(mktemp "$out.XXXXXX")"
     echo "kubeenv: building $name ($pkg)" >&2
     start=$SECONDS
     if ! (cd "$dir" && go build -o "$tmp" -ldflags "-s -w ${ldflags[*]}" "$pkg"); then
-      rm -f "$tmp"; exit 1
+      rm -f "$tmp"; echo "kubeenv: building $name failed" >&2; return 1
     fi
     mv "$tmp" "$out"
     echo "kubeenv: built $name in $((SECONDS - start))s" >&2
+  }
+  pids=()
+  for name in "${missing[@]}"; do
+    build_one "$name" & pids+=($!)
   done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [[ $failed -eq 0 ]] || exit 1
 fi
 for name in "${names[@]}"; do link "$name"; done
 echo "$view"

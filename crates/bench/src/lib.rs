@@ -1,6 +1,5 @@
 //! pause-ledger's benchmarks and fault campaign, on a real local control plane (see
 //! BENCHMARKS.md; run everything with `tools/bench`).
-#![forbid(unsafe_code)]
 
 pub mod campaign;
 pub mod peers;

@@ -7,7 +7,6 @@
 //! pause-ledger-bench rusage OUT PROGRAM ARGS...   (CPU and peak RSS of PROGRAM, as JSON in OUT)
 //! pause-ledger-bench seed KUBECONFIG NAMESPACE N    (N upgrade-paused charts + ledger, for profiling)
 //! ```
-#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -3,7 +3,6 @@
 //! `cargo run -p pause-ledger-fault-proxy --example fault_proxy -- UPSTREAM CA.pem [key=value ...]`
 //! with keys seed, error, throttle, retry_after, reset, reset_after, error_after, latency, latency_min_ms,
 //! latency_max_ms, filter, and token=T dir=D to write a kubeconfig.
-#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -29,7 +29,6 @@
 //! The binary (`pause-ledger-histories`) is the command line: `run --seed N`, `run --seeds
 //! A..B`, `show`, `replay FILE`, `shrink`, `bench`. `tools/bench --only histories` runs
 //! ≥ 2,000 histories; `cargo test -p pause-ledger-histories` runs a short fixed set.
-#![forbid(unsafe_code)]
 
 pub mod execute;
 pub mod generate;

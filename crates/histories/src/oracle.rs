@@ -66,7 +66,7 @@
 //! - When only rescues may have written it:
 //!   - `I2/rescue-paused-before`: the ledger that existed when rescue started does not list the
 //!     object in `pausedBefore`;
-//!   - `I2/rescue-unlisted`: rescue listed the object (`rescue: will unpause <Kind.group>
+//!   - `I2/rescue-unlisted`: rescue listed the object (`will unpause <Kind.group>
 //!     <ns>/<name>` on stderr) before unpausing it;
 //!   - `I2/rescue-stale`: no administrator or script write changed the object between the
 //!     moment its listing line arrived and the unpause (rescue acts on the version it showed).

@@ -2,7 +2,6 @@
 //! integration tests, demo and benchmarks, plus the CRDs and the test doubles they need: a
 //! Rancher/Fleet stand-in ([`rancher`]), Harvester's Upgrade objects ([`harvester`]) and a
 //! kubelet/Job-controller stand-in for hook Jobs ([`hook_runner`]).
-#![forbid(unsafe_code)]
 
 pub mod binaries;
 pub mod control_plane;

@@ -1,5 +1,4 @@
 //! `kubeenv up`: starts a local control plane for manual work and waits for Ctrl-C.
-#![forbid(unsafe_code)]
 
 use pause_ledger_kubeenv::{ControlPlane, crds};
 
