@@ -30,6 +30,8 @@ struct Opts {
     keep: PathBuf,
     /// Save every history's trace, not only failing ones.
     save_all: bool,
+    /// Extra control planes for the histories that stop the API server (0: they run alone).
+    outage_planes: usize,
 }
 
 fn main() -> Result<()> {
@@ -41,8 +43,13 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut opts =
-        Opts { pause_ledger: default_binary(), jobs: 1, keep: PathBuf::from("target/histories"), save_all: false };
+    let mut opts = Opts {
+        pause_ledger: default_binary(),
+        jobs: 1,
+        keep: PathBuf::from("target/histories"),
+        save_all: false,
+        outage_planes: 0,
+    };
     let mut rest = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -51,6 +58,7 @@ fn main() -> Result<()> {
             "--jobs" => opts.jobs = it.next().context("--jobs N")?.parse()?,
             "--keep" => opts.keep = PathBuf::from(it.next().context("--keep DIR")?),
             "--save-all" => opts.save_all = true,
+            "--outage-planes" => opts.outage_planes = it.next().context("--outage-planes N")?.parse()?,
             _ => rest.push(a),
         }
     }
@@ -76,6 +84,12 @@ fn main() -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("pause-ledger-histories-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let env = Env::new(cp.clone(), opts.pause_ledger.clone(), scratch.clone());
+    let mut outage_envs = Vec::new();
+    for i in 0..opts.outage_planes {
+        eprintln!("histories: starting control plane {} of {} for outage histories", i + 1, opts.outage_planes);
+        let cp = Arc::new(kubeenv::ControlPlane::start()?);
+        outage_envs.push(Env::new(cp, opts.pause_ledger.clone(), scratch.clone()));
+    }
     let result = rt.block_on(async {
         match cmd.as_str() {
             "run" => {
@@ -84,7 +98,7 @@ fn main() -> Result<()> {
                     (None, Some(r)) => parse_range(&r)?,
                     _ => bail!("run --seed N | --seeds A..B"),
                 };
-                run_cmd(&env, &opts, seeds, has("--shrink"), tries).await
+                run_cmd(&env, &outage_envs, &opts, seeds, has("--shrink"), tries).await
             }
             "replay" => {
                 let file = rest.get(1).context("replay FILE")?;
@@ -122,11 +136,12 @@ fn main() -> Result<()> {
                 let count: u64 = flag("--count").context("bench --count N")?.parse()?;
                 let first: u64 = flag("--first-seed").map(|s| s.parse()).transpose()?.unwrap_or(1);
                 let out = PathBuf::from(flag("--out").context("bench --out DIR")?);
-                bench(&env, &opts, first, count, &out).await
+                bench(&env, &outage_envs, &opts, first, count, &out).await
             }
             other => bail!("unknown command {other}\n{}", usage()),
         }
     });
+    drop(outage_envs);
     drop(env);
     drop(cp);
     let _ = std::fs::remove_dir_all(&scratch);
@@ -135,7 +150,7 @@ fn main() -> Result<()> {
 }
 
 fn usage() -> &'static str {
-    "usage: pause-ledger-histories [--pause-ledger BIN] [--jobs N] [--keep DIR] [--save-all] \
+    "usage: pause-ledger-histories [--pause-ledger BIN] [--jobs N] [--keep DIR] [--save-all] [--outage-planes N] \
      run --seed N | --seeds A..B [--shrink] [--tries K] | show --seed N | FILE | replay FILE [--shrink] | \
      shrink --seed N | FILE [--rule R] [--tries K] | bench --count N [--first-seed S] --out DIR"
 }
@@ -248,12 +263,19 @@ async fn shrink_and_print(
     Ok(())
 }
 
-async fn run_cmd(env: &Env, opts: &Opts, seeds: Vec<u64>, shrink: bool, tries: usize) -> Result<i32> {
+async fn run_cmd(
+    env: &Env,
+    outage_envs: &[Env],
+    opts: &Opts,
+    seeds: Vec<u64>,
+    shrink: bool,
+    tries: usize,
+) -> Result<i32> {
     let started = Instant::now();
     let mut summary = Summary { binary: opts.pause_ledger.display().to_string(), ..Summary::default() };
     let mut failed: Vec<Outcome> = Vec::new();
     let mut problems = Vec::new();
-    let outcomes = runner::run_seeds(env, seeds, opts.jobs, |o, t| {
+    let outcomes = runner::run_seeds(env, outage_envs, seeds, opts.jobs, |o, t| {
         if let Err(e) = report(opts, o, t) {
             problems.push(e.to_string());
         }
@@ -282,7 +304,7 @@ async fn run_cmd(env: &Env, opts: &Opts, seeds: Vec<u64>, shrink: bool, tries: u
     Ok(if summary.failed > 0 { 1 } else { 0 })
 }
 
-async fn bench(env: &Env, opts: &Opts, first: u64, count: u64, out: &Path) -> Result<i32> {
+async fn bench(env: &Env, outage_envs: &[Env], opts: &Opts, first: u64, count: u64, out: &Path) -> Result<i32> {
     std::fs::create_dir_all(out)?;
     let started = Instant::now();
     let last = first + count.saturating_sub(1);
@@ -292,7 +314,7 @@ async fn bench(env: &Env, opts: &Opts, first: u64, count: u64, out: &Path) -> Re
         ..Summary::default()
     };
     let mut lines = Vec::new();
-    let outcomes = runner::run_seeds(env, (first..=last).collect(), opts.jobs, |o, _| {
+    let outcomes = runner::run_seeds(env, outage_envs, (first..=last).collect(), opts.jobs, |o, _| {
         let rules: Vec<&str> = o.rules().into_iter().collect();
         let line = serde_json::json!({"seed": o.history.seed, "ops": o.history.ops.len(), "ms": o.duration_ms,
             "faults": &o.faults, "kills": o.kills, "rules": rules, "errors": &o.errors});

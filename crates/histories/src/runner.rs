@@ -60,35 +60,50 @@ pub async fn run(env: &Env, history: &History) -> (Outcome, Trace) {
     (outcome, trace)
 }
 
-/// Run the histories of `seeds`, `jobs` at a time (a history that stops the API server runs
-/// alone); `each` sees every outcome as it completes.
-pub async fn run_seeds<F>(env: &Env, seeds: Vec<u64>, jobs: usize, mut each: F) -> Vec<Outcome>
+/// Run the histories of `seeds`, `jobs` at a time; `each` sees every outcome as it completes.
+/// A history that stops the API server runs on one of `outage_envs` (control planes of their
+/// own, one history each at a time) next to the others; without them it runs alone on `env`.
+pub async fn run_seeds<F>(env: &Env, outage_envs: &[Env], seeds: Vec<u64>, jobs: usize, mut each: F) -> Vec<Outcome>
 where
     F: FnMut(&Outcome, &Trace),
 {
     let gate = Arc::new(RwLock::new(()));
     let slots = Arc::new(Semaphore::new(jobs.max(1)));
+    let planes = Arc::new(Semaphore::new(outage_envs.len()));
+    let pool = Arc::new(tokio::sync::Mutex::new(outage_envs.to_vec()));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut handles = Vec::new();
     let mut out = Vec::new();
     for seed in seeds {
         let history = generate(seed);
-        let (env, gate, slots, tx) = (env.clone(), gate.clone(), slots.clone(), tx.clone());
-        // Spawned in seed order; an outage history waits for the running ones and blocks the
-        // next ones while it runs.
-        let permit = slots.clone().acquire_owned().await;
-        let exclusive = history.has_outage();
-        let guard = if exclusive {
-            Guard::Write(gate.clone().write_owned().await)
+        let tx = tx.clone();
+        if history.has_outage() && !outage_envs.is_empty() {
+            // Waits for a free plane inside the task, so the histories after it go on.
+            let (planes, pool) = (planes.clone(), pool.clone());
+            handles.push(tokio::spawn(async move {
+                let Ok(_plane) = planes.acquire_owned().await else { return };
+                let Some(env) = pool.lock().await.pop() else { return };
+                let r = run(&env, &history).await;
+                pool.lock().await.push(env);
+                let _ = tx.send(r);
+            }));
         } else {
-            Guard::Read(gate.clone().read_owned().await)
-        };
-        handles.push(tokio::spawn(async move {
-            let r = run(&env, &history).await;
-            drop(guard);
-            drop(permit);
-            let _ = tx.send(r);
-        }));
+            let (env, gate, slots) = (env.clone(), gate.clone(), slots.clone());
+            // Spawned in seed order; an outage history waits for the running ones and blocks the
+            // next ones while it runs.
+            let permit = slots.clone().acquire_owned().await;
+            let guard = if history.has_outage() {
+                Guard::Write(gate.clone().write_owned().await)
+            } else {
+                Guard::Read(gate.clone().read_owned().await)
+            };
+            handles.push(tokio::spawn(async move {
+                let r = run(&env, &history).await;
+                drop(guard);
+                drop(permit);
+                let _ = tx.send(r);
+            }));
+        }
         while let Ok((o, t)) = rx.try_recv() {
             each(&o, &t);
             out.push(o);
