@@ -18,7 +18,7 @@ use crate::context::Context;
 use crate::ledger::{Entry, Ownership};
 use crate::outcome::{Cause, EntryReport, Outcome};
 use crate::ownership::{Decision, Observed, Rule, decide, observe};
-use crate::plan::{Plan, Step};
+use crate::plan::{Pin, Plan, Step};
 use crate::retry::{Budget, ErrorClass, Failure, Stop};
 use crate::verify::Verifier;
 
@@ -225,14 +225,18 @@ pub(crate) async fn restore_entry(
             Ok(s) => s,
             Err(m) => return Settled::failed(m, Cause::Error).uid(uid),
         };
-        if let Some(pin) = step.pin
-            && state.generation != Some(pin)
+        if let Some(pin) = &step.pin
+            && *pin != Pin::new(state.generation.unwrap_or(-1), &state.field_owners)
         {
             // Rescue acts only on what it listed: a spec change since then (a fresh pause by
-            // someone) is not what the operator was shown and told to act on.
+            // someone) or a new owner of the pause (a same-value server-side apply) is not
+            // what the operator was shown and told to act on.
             let detail = format!(
-                "changed after rescue listed it (generation {pin}, now {}): left alone",
-                state.generation.map_or("unknown".to_string(), |g| g.to_string())
+                "changed after rescue listed it (generation {} owned by [{}], now {} owned by [{}]): left alone",
+                pin.generation,
+                pin.owners.join(", "),
+                state.generation.map_or("unknown".to_string(), |g| g.to_string()),
+                state.field_owners.join(", ")
             );
             return Settled::new(Outcome::NotOurs).detail(detail).uid(uid);
         }

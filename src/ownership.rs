@@ -211,6 +211,22 @@ pub fn decide(state: &PauseState, field: &FieldPath, rule: &Rule<'_>) -> Decisio
                 };
             }
         }
+        // An unmarked entry that a record run since paused and marked: "still paused" is the
+        // rule, but a co-owner of the pause next to ours is evidence someone else wants it
+        // paused too (a GitOps tool's same-value apply), as in marked mode.
+        (Ownership::Unmarked, Some(_))
+            if state.field_owners.iter().any(|m| m == rule.field_manager)
+                && state.field_owners.iter().any(|m| m != rule.field_manager) =>
+        {
+            let others: Vec<&str> =
+                state.field_owners.iter().map(String::as_str).filter(|m| *m != rule.field_manager).collect();
+            return Decision::NotOurs {
+                reason: format!(
+                    "marked by this upgrade, but {field} is also owned by {}: someone else wants it paused too",
+                    others.join(", ")
+                ),
+            };
+        }
         (Ownership::Unmarked, _) => {}
     }
     let mut ops = vec![

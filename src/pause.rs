@@ -262,7 +262,7 @@ pub async fn record(
     let keep_prev = prev.filter(|p| p.upgrade == opts.upgrade || opts.on_existing != OnExisting::Refuse);
     let mut carried: Vec<Entry> = keep_prev.map(|p| carry(p, &upgrade)).unwrap_or_default();
     let before: Vec<Arc<ObjectRef>> = keep_prev.map(|p| p.paused_before.clone()).unwrap_or_default();
-    let paused_at = keep_prev.and_then(|p| p.paused_at).unwrap_or_else(Timestamp::now);
+    let started_at = Timestamp::now();
 
     // Read every target and decide.
     let steps: Vec<&Step> = plan.steps().collect();
@@ -310,6 +310,15 @@ pub async fn record(
         };
         results.push(r);
     }
+
+    // A run that pauses anything stamps the ledger with its own start, so the recorded set's
+    // text, and its digest, change: a restore that read the ledger before these pauses saw
+    // their objects running, and its status write (conditional on the digest) must not land.
+    // Without this, re-recording the same upgrade wrote a byte-identical ledger.
+    let paused_at = match keep_prev.and_then(|p| p.paused_at) {
+        Some(t) if to_pause.is_empty() => t,
+        _ => started_at,
+    };
 
     // The ledger as it will stand: earlier entries, then ours; theirs under pausedBefore.
     let compose = |results: &[RecordEntry], carried: &[Entry]| {

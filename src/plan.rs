@@ -16,9 +16,29 @@ pub struct Step {
     pub entry: Entry,
     /// Where its API lives (one per kind, shared by its steps).
     pub resolved: Arc<Resolved>,
-    /// `rescue`: the generation it listed; a different one means the object changed since
-    /// the operator saw the list, and it is left alone.
-    pub pin: Option<i64>,
+    /// `rescue`: what it listed; an object that changed since the operator saw the list is
+    /// left alone.
+    pub pin: Option<Pin>,
+}
+
+/// What `rescue` showed of an object. A spec change moves the generation; a same-value
+/// server-side apply of the pause (someone taking co-ownership of it) does not, but changes
+/// the pause field's owners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// metadata.generation when listed.
+    pub generation: i64,
+    /// The pause field's owners when listed, sorted.
+    pub owners: Vec<String>,
+}
+
+impl Pin {
+    /// A pin of `generation` and `owners` (in any order).
+    pub fn new(generation: i64, owners: &[String]) -> Pin {
+        let mut owners = owners.to_vec();
+        owners.sort();
+        Pin { generation, owners }
+    }
 }
 
 /// Entries of one `order`, restored concurrently.
@@ -53,8 +73,8 @@ impl Plan {
         self.waves.iter().flat_map(|w| &w.steps)
     }
 
-    /// Keep only the steps `pin` gives a generation for, each pinned to it (`rescue`).
-    pub fn pinned(mut self, mut pin: impl FnMut(&Step) -> Option<i64>) -> Self {
+    /// Keep only the steps `pin` gives a pin for, each pinned to it (`rescue`).
+    pub fn pinned(mut self, mut pin: impl FnMut(&Step) -> Option<Pin>) -> Self {
         for w in &mut self.waves {
             w.steps.retain_mut(|s| {
                 s.pin = pin(s);

@@ -17,7 +17,7 @@ use crate::ledger::{self, Ownership};
 use crate::ledger_store::LedgerStore;
 use crate::outcome;
 use crate::ownership::{KEEP_PAUSED_ANNOTATION, pause_state};
-use crate::plan;
+use crate::plan::{self, Pin};
 use crate::preset::Preset;
 use crate::report::Report;
 
@@ -53,8 +53,8 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
         None => HashSet::new(),
     };
     // List what would be touched before touching anything; act on exactly that list, each
-    // object pinned to the generation shown.
-    let mut listed: HashMap<_, i64> = HashMap::new();
+    // object pinned to what was shown (generation and the pause field's owners).
+    let mut listed: HashMap<_, Pin> = HashMap::new();
     for step in plan.steps() {
         let o = &step.entry.object;
         let obj = run.entries.get(&Target::object(o, &step.resolved)).await?;
@@ -74,7 +74,7 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
             Some(Ok(s)) => match s.generation {
                 Some(g) => {
                     tracing::info!(object = %o, generation = g, "will unpause {o} (generation {g}): paused now, nothing recorded who paused it");
-                    listed.insert(o.identity(), g);
+                    listed.insert(o.identity(), Pin::new(g, &s.field_owners));
                 }
                 None => tracing::warn!(object = %o, "will not touch {o}: no metadata.generation to pin it to"),
             },
@@ -101,7 +101,7 @@ async fn rescue_preset(run: &Run<'_>, args: &RescueArgs, preset: Preset) -> Resu
         dry_run: run.args.dry_run,
         grace: run.args.grace,
     };
-    let plan = plan.pinned(|s| listed.get(&s.entry.object.identity()).copied());
+    let plan = plan.pinned(|s| listed.get(&s.entry.object.identity()).cloned());
     let results = run.restore_plan(&plan, &opts, &args.verify).await;
     if !run.args.dry_run {
         emit_entry_events(run.ctx.events(), &results, Reason::RescueRestored, run.args.max_object_events).await;

@@ -75,7 +75,8 @@
 //! **I3 — recorded.** Right after each `record` exits, whatever its exit code, and while no
 //! other `record` runs: every object that is paused with a mark this record may write (its
 //! `--upgrade`; with `--on-existing=merge` also the id of the ledger it found) and whose pause
-//! field is owned only by `pause-ledger` is listed in the ledger's `entries` (`I3/unlisted`).
+//! field is owned only by `pause-ledger` is listed in the ledger's `entries` (`I3/unlisted`),
+//! unless it carries the keep-paused annotation (then it is the administrator's, as in I1).
 //!
 //! **I4 — the status tells the truth.**
 //! - `I4/status-over-other-ledger`: every ledger version whose `status.yaml` changed carries a
@@ -465,7 +466,9 @@ fn i3(f: &Facts, out: &mut Verdict) {
         for (obj, view) in &rx.objects {
             let Some(view) = view else { continue };
             let marked = view.mark.as_ref().is_some_and(|m| ids.contains(m));
-            if !(view.paused && marked && view.sole_owner() == Some(PAUSE_LEDGER)) {
+            // With the keep-paused annotation it is the administrator's (restore reports it
+            // not-ours, by design): a later record rightly lists it in pausedBefore or not at all.
+            if !(view.paused && marked && !view.keep && view.sole_owner() == Some(PAUSE_LEDGER)) {
                 continue;
             }
             let listed = ledger.as_ref().is_some_and(|l| l.entries.contains(obj));
@@ -932,6 +935,10 @@ mod tests {
             error: None,
         });
         assert_eq!(rules(&t), vec!["I3/unlisted"]);
+        // Kept paused by an administrator: theirs, not required in the entries.
+        t.record_exits[0].objects.insert(H, Some(view(2, true, Some("up-a"), true, &[PAUSE_LEDGER])));
+        assert_eq!(rules(&t), Vec::<&str>::new());
+        t.record_exits[0].objects.insert(H, Some(view(2, true, Some("up-a"), false, &[PAUSE_LEDGER])));
         t.record_exits[0].ledger = Some(BTreeMap::from([(
             "ledger.yaml".to_string(),
             y.replace("entries: []", "entries:\n  - namespace: h\n    name: harvester"),

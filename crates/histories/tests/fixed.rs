@@ -35,6 +35,11 @@ const SEEDS: &[(u64, &[&str])] = &[
     (14, &["I6/outage-failed", "I6/early-deadline"]),
     (24, &["I1/lost", "I4/outcome"]),
     (34, &["I2/second-unpause"]),
+    // Found by the 2,000-history run on 547e3fa (fixed since): a same-value server-side apply
+    // after rescue listed a chart (I2/rescue-stale); a GitOps co-owner of a marked pause under
+    // an unmarked entry (I2/shared-owner).
+    (717, &[]),
+    (1612, &[]),
 ];
 
 /// Minimal histories (tests/histories; each file's `note` says what it shows): (file, rules
