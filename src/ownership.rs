@@ -342,6 +342,10 @@ mod tests {
         let d = decide_on(&o, Ownership::Marked);
         let Decision::NotOurs { reason } = d else { panic!("{d:?}") };
         assert!(reason.contains("also owned by admin"), "{reason}");
+        // The same under an unmarked entry: our mark next to a co-owner is evidence there too.
+        let d = decide_on(&o, Ownership::Unmarked);
+        let Decision::NotOurs { reason } = d else { panic!("{d:?}") };
+        assert!(reason.contains("also owned by admin"), "{reason}");
         // Rancher's status writes (a subresource) do not count.
         assert!(matches!(
             decide_on(&obj(Some(true), Some("up-1"), "pause-ledger"), Ownership::Marked),

@@ -225,7 +225,7 @@ async fn rescue_acts_only_on_the_objects_it_listed_as_it_listed_them() {
     while let Some(line) = lines.next_line().await.unwrap() {
         log.push_str(&line);
         log.push('\n');
-        if line.contains("\"running\"") && line.contains("/harvester\"") {
+        if line.contains("running: ") && line.contains("/harvester\"") {
             break;
         }
     }
