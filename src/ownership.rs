@@ -190,11 +190,11 @@ pub fn decide(state: &PauseState, field: &FieldPath, rule: &Rule<'_>) -> Decisio
                 reason: format!("paused, but without this upgrade's mark ({MARK_ANNOTATION}); paused by someone else"),
             };
         }
-        (Ownership::Marked, Some(_)) => {
+        (ownership, Some(_)) => {
             let fm = rule.field_manager;
             let others: Vec<&str> = state.field_owners.iter().map(String::as_str).filter(|m| *m != fm).collect();
             let owned = state.field_owners.iter().any(|m| m == fm);
-            if !owned {
+            if ownership == Ownership::Marked && !owned {
                 let by = if others.is_empty() { "an unknown manager".to_string() } else { others.join(", ") };
                 return Decision::NotOurs {
                     reason: format!(
@@ -202,7 +202,10 @@ pub fn decide(state: &PauseState, field: &FieldPath, rule: &Rule<'_>) -> Decisio
                     ),
                 };
             }
-            if !others.is_empty() {
+            // A co-owner next to ours wants it paused too. In unmarked mode "still paused" is the
+            // rule, but an entry a record run since paused and marked carries this evidence too
+            // (a GitOps tool's same-value apply).
+            if owned && !others.is_empty() {
                 return Decision::NotOurs {
                     reason: format!(
                         "marked by this upgrade, but {field} is also owned by {}: someone else wants it paused too",
@@ -211,23 +214,7 @@ pub fn decide(state: &PauseState, field: &FieldPath, rule: &Rule<'_>) -> Decisio
                 };
             }
         }
-        // An unmarked entry that a record run since paused and marked: "still paused" is the
-        // rule, but a co-owner of the pause next to ours is evidence someone else wants it
-        // paused too (a GitOps tool's same-value apply), as in marked mode.
-        (Ownership::Unmarked, Some(_))
-            if state.field_owners.iter().any(|m| m == rule.field_manager)
-                && state.field_owners.iter().any(|m| m != rule.field_manager) =>
-        {
-            let others: Vec<&str> =
-                state.field_owners.iter().map(String::as_str).filter(|m| *m != rule.field_manager).collect();
-            return Decision::NotOurs {
-                reason: format!(
-                    "marked by this upgrade, but {field} is also owned by {}: someone else wants it paused too",
-                    others.join(", ")
-                ),
-            };
-        }
-        (Ownership::Unmarked, _) => {}
+        (Ownership::Unmarked, None) => {}
     }
     let mut ops = vec![
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}),
