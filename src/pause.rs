@@ -325,18 +325,24 @@ pub async fn record(
         let mut entries = carried.to_vec();
         let mut before = before.clone();
         for ((s, r), sent) in steps.iter().zip(results).zip(&sending) {
-            let listed = carried_at.contains_key(&r.object.identity());
+            let listed = carried_at.get(&r.object.identity()).copied();
             let ours = match r.outcome {
                 RecordOutcome::Paused | RecordOutcome::AlreadyOurs | RecordOutcome::WouldPause => true,
                 // Sent, but not known to be applied: kept (restore finds it running if not).
                 RecordOutcome::Failed => *sent,
                 _ => false,
             };
-            if ours && !listed {
-                entries.push(s.entry.clone());
+            match listed {
+                _ if !ours => {}
+                None => entries.push(s.entry.clone()),
+                // This run sends its own pause (our mark, our field manager): the earlier
+                // entry's rule no longer describes it, and restore would call our pause
+                // "re-paused by hand" and leave it paused.
+                Some(c) if *sent => entries[c] = s.entry.clone(),
+                Some(_) => {}
             }
             if r.outcome == RecordOutcome::PausedBefore
-                && !listed
+                && listed.is_none()
                 && !before.iter().any(|b| b.identity() == r.object.identity())
             {
                 before.push(r.object.clone());

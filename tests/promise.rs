@@ -105,9 +105,11 @@ async fn merging_keeps_each_entrys_rule_and_writes_a_valid_ledger() {
     assert_eq!(restored.code, 0, "{restored:#?}");
     assert!(restored.outcomes().values().all(|o| o == "restored"), "{restored:#?}");
 
-    // Onto a marked ledger written with another field manager.
+    // Onto a marked ledger written with another field manager. `f` is listed there but
+    // running again (restored by hand) when this record pauses it: its entry must follow our
+    // rule, or restore reads our own pause as a re-pause by hand and leaves it paused.
     let ns = namespace("merge-manager").await;
-    for n in ["d", "e"] {
+    for n in ["d", "e", "f"] {
         create_chart(&ns, n).await;
     }
     let d = serde_json::to_value(charts(&ns).get("d").await.unwrap()).unwrap();
@@ -116,17 +118,19 @@ async fn merging_keeps_each_entrys_rule_and_writes_a_valid_ledger() {
     json_patch_as(&format!("/apis/management.cattle.io/v3/namespaces/{ns}/managedcharts/d"), &patch, "upgrade-tool")
         .await;
     let ledger = format!(
-        "version: pause-ledger/v1\nupgrade: up-1\npausedAt: 2026-11-27T10:00:00Z\nfieldManager: upgrade-tool\nentries:\n  - namespace: {ns}\n    name: d\n"
+        "version: pause-ledger/v1\nupgrade: up-1\npausedAt: 2026-11-27T10:00:00Z\nfieldManager: upgrade-tool\nentries:\n  - namespace: {ns}\n    name: d\n  - namespace: {ns}\n    name: f\n"
     );
     write_ledger(&ns, "pause-ledger", &[("ledger.yaml", &ledger)]).await;
-    let r = record(cp().kubeconfig_path(), &ns, "up-2", &["--on-existing", "merge", "e"]).await;
+    let r = record(cp().kubeconfig_path(), &ns, "up-2", &["--on-existing", "merge", "e", "f"]).await;
     assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(outcome_of(&r, "f"), "paused", "{r:#?}");
     let (_, yaml) = ledger_lists(&ns).await;
-    assert!(yaml.contains("fieldManager: upgrade-tool"), "d keeps its field manager:\n{yaml}");
+    assert_eq!(yaml.matches("fieldManager: upgrade-tool").count(), 1, "only d keeps its field manager:\n{yaml}");
     let restored = restore(&format!("{ns}/pause-ledger"), &[]).await;
     assert_eq!(restored.code, 0, "{restored:#?}");
-    assert_eq!(restored.outcomes()["d"], "restored", "{restored:#?}");
-    assert_eq!(restored.outcomes()["e"], "restored", "{restored:#?}");
+    for n in ["d", "e", "f"] {
+        assert_eq!(restored.outcomes()[n], "restored", "{n}: {restored:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

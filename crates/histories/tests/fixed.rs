@@ -40,6 +40,10 @@ const SEEDS: &[(u64, &[&str])] = &[
     // an unmarked entry (I2/shared-owner).
     (717, &[]),
     (1612, &[]),
+    // Found on 0d529f2: a merge that paused a chart its earlier ledger listed (running again)
+    // kept the earlier entry's field manager, so restore left our own pause as "re-paused by
+    // hand" (I1/lost).
+    (1517, &[]),
 ];
 
 /// Minimal histories (tests/histories; each file's `note` says what it shows): (file, rules
