@@ -98,7 +98,8 @@
 //! deadline (`--timeout` − min(`--timeout`/10, 10 s)) has passed since spawn.
 //! `I6/outage-failed`: a restore (not killed, no proxy faults) that overlapped an API-server
 //! outage which ended at least `--max-delay` + `--request-timeout` + 3 s before its entry
-//! deadline does not exit 1, 3 or 6.
+//! deadline does not exit 1, 3 or 6 — unless another process changed the ledger's recorded set
+//! (its digest) while it ran: then exit 3, "the ledger changed during this run", is right.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -109,7 +110,7 @@ use serde_json::Value;
 use crate::execute::{ProcRecord, REQUEST_TIMEOUT_S, Role, Trace};
 use crate::ledger_view::{self, LedgerView};
 use crate::model::{FaultKind, Obj, OnExisting, ScriptForm, Signal};
-use crate::observe::ObjVersion;
+use crate::observe::{LedgerVersion, ObjVersion};
 use crate::world::{ADMINS, PAUSE_LEDGER, PauseView, SCRIPT_KUBECTL};
 
 /// One broken rule.
@@ -603,6 +604,19 @@ fn i4(f: &Facts, out: &mut Verdict) {
     }
 }
 
+/// Whether another process changed the ledger's recorded set (its digest) while a run lived:
+/// then the run's exit 3 ("the ledger changed during this run") is the right answer, outage or
+/// not.
+fn recorded_set_changed(t: &Trace, from_ms: f64, to_ms: f64) -> bool {
+    let digest = |l: &LedgerVersion| (!l.deleted).then(|| ledger_view::digest(&l.data)).flatten();
+    let at_start = t.log.ledgers.iter().rfind(|l| l.at_ms <= from_ms).map(digest);
+    let mut during = t.log.ledgers.iter().filter(|l| l.at_ms > from_ms && l.at_ms <= to_ms).map(digest);
+    match at_start {
+        Some(d) => during.any(|x| x != d),
+        None => during.next().is_some(),
+    }
+}
+
 fn i5_i6(f: &Facts, out: &mut Verdict) {
     let t = f.t;
     for p in &t.procs {
@@ -648,6 +662,7 @@ fn i5_i6(f: &Facts, out: &mut Verdict) {
                 if overlaps
                     && ready + margin_ms <= e.spawned_ms + entries_deadline_ms
                     && matches!(e.code, Some(1 | 3 | 6))
+                    && !recorded_set_changed(t, e.spawned_ms, e.exited_ms)
                 {
                     out.violations.push(v(
                         "I6",
@@ -966,6 +981,36 @@ mod tests {
         assert_eq!(rules(&t), Vec::<&str>::new());
         t.log.ledgers.push(version(2, "0123456789abcdef0123456789abcdef"));
         assert_eq!(rules(&t), vec!["I4/status-over-other-ledger"]);
+    }
+
+    #[test]
+    fn an_outage_is_no_reason_to_fail_but_a_changed_ledger_is() {
+        use crate::execute::OutageRecord;
+        let ledger = |seq: u64, at_ms: f64, charts: &str| {
+            let data = BTreeMap::from([
+                ("charts".to_string(), charts.to_string()),
+                ("namespace".to_string(), "h".to_string()),
+            ]);
+            LedgerVersion { seq, at_ms, rv: seq, deleted: false, gap: false, data }
+        };
+        let mut restore = proc(0, Role::Restore, 1000.0, 30_000.0, 3);
+        restore.timeout_s = 60;
+        let mut t = trace(vec![], vec![restore]);
+        t.outages = vec![OutageRecord {
+            op: 0,
+            stop_ms: 500.0,
+            stopped_ms: 600.0,
+            start_ms: 9000.0,
+            ready_ms: Some(10_000.0),
+            error: None,
+        }];
+        t.log.ledgers = vec![ledger(1, 100.0, "harvester")];
+        assert_eq!(rules(&t), vec!["I6/outage-failed"]);
+        // A status write (same recorded set) is no change; a new recorded set is.
+        t.log.ledgers.push(ledger(2, 20_000.0, "harvester"));
+        assert_eq!(rules(&t), vec!["I6/outage-failed"]);
+        t.log.ledgers.push(ledger(3, 25_000.0, "harvester,rancher-monitoring-crd"));
+        assert_eq!(rules(&t), Vec::<&str>::new());
     }
 
     #[test]
