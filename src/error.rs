@@ -95,6 +95,7 @@ impl RunError {
             RunError::Record(e) => match e {
                 RecordError::Conflict { .. } => Exit::LedgerConflict,
                 RecordError::ExistingInvalid { .. } => Exit::InvalidLedger,
+                RecordError::RecordInProgress { .. } => Exit::RecordInProgress,
                 RecordError::Api(f) => failure_exit(f),
                 RecordError::Encode(_) => Exit::Error,
             },

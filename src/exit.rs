@@ -26,7 +26,7 @@ pub enum Exit {
     LedgerMissing,
     /// 9: record refused: another upgrade's unrestored ledger is in the way.
     LedgerConflict,
-    /// 10: restore waited for a `record` still writing the ledger, until its own deadline.
+    /// 10: restore or record waited for a `record` still writing the ledger, until its own deadline.
     RecordInProgress,
     /// 11: a Harvester upgrade is still running: its charts are not unpaused under it.
     UpgradeRunning,

@@ -48,6 +48,23 @@ pub enum StatusError {
     LedgerChanged,
 }
 
+/// Why a settled ledger could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The API refused or failed.
+    #[error(transparent)]
+    Api(#[from] Failure),
+    /// A `record` run kept its intent lease renewed until the deadline.
+    #[error("record run {run} is still writing the ledger")]
+    RecordInProgress {
+        /// The recording run.
+        run: String,
+    },
+}
+
+/// How often a run waiting for a `record` in its intent phase reads the ledger again.
+const INTENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads and writes one ledger ConfigMap.
 pub struct LedgerStore {
     ctx: Context,
@@ -79,6 +96,40 @@ impl LedgerStore {
                 resource_version: resource_version(&cm),
             }
         }))
+    }
+
+    /// Read the ConfigMap once no `record` run is between its intent and its confirmation.
+    /// While one is (its intent lease renewed within `expiresAfterSeconds`, measured on this
+    /// run's clock), read again every second until `deadline`: its entries are not paused yet,
+    /// and a restore now would find them running and call the ledger done, a second record
+    /// would write over the intent and let such a restore in. An intent whose lease lapsed
+    /// belongs to a run that sends no more writes: the ledger is taken as it stands.
+    pub async fn read_settled(&self, deadline: tokio::time::Instant) -> Result<Option<Stored>, SettleError> {
+        // The intent last seen, and since when it has not changed.
+        let mut seen: Option<(Intent, tokio::time::Instant)> = None;
+        loop {
+            let Some(stored) = self.read().await? else { return Ok(None) };
+            let Some(intent) = intent_of(&stored) else { return Ok(Some(stored)) };
+            let since = match &seen {
+                Some((i, t)) if *i == intent => *t,
+                _ => {
+                    if seen.is_none() {
+                        tracing::info!(record_run = %intent.run, "record is still writing this ledger; waiting for it");
+                    }
+                    let now = tokio::time::Instant::now();
+                    seen = Some((intent.clone(), now));
+                    now
+                }
+            };
+            if since.elapsed() >= std::time::Duration::from_secs(intent.expires_after_seconds) {
+                tracing::warn!(record_run = %intent.run, "the record run that wrote this ledger stopped renewing its intent: taking the ledger as it stands");
+                return Ok(Some(stored));
+            }
+            if tokio::time::Instant::now() + INTENT_POLL >= deadline {
+                return Err(SettleError::RecordInProgress { run: intent.run });
+            }
+            tokio::time::sleep(INTENT_POLL).await;
+        }
     }
 
     /// Create the ConfigMap with `ledger.yaml` = `text` and the intent, if any (create-only:

@@ -28,7 +28,7 @@ use crate::api::Target;
 use crate::context::Context;
 use crate::kinds::ObjectRef;
 use crate::ledger::{self, DEFAULT_FIELD_MANAGER, Entry, FORMAT_VERSION, Intent, Ledger, Ownership};
-use crate::ledger_store::LedgerStore;
+use crate::ledger_store::{LedgerStore, SettleError};
 use crate::ownership::{Decision, Rule, decide, mark_pointer, pause_patch, pause_state};
 use crate::plan::{Plan, Step};
 use crate::retry::{ErrorClass, Failure};
@@ -126,6 +126,17 @@ pub enum RecordError {
         at: String,
         /// Why.
         source: ledger::LedgerError,
+    },
+    /// Another `record` run kept its intent lease renewed until this run's deadline.
+    #[error(
+        "ledger {at} is being written by record run {run} (intent phase, lease still renewed): waited until this \
+         run's deadline; nothing was paused, run record again once that run has finished"
+    )]
+    RecordInProgress {
+        /// The ledger.
+        at: String,
+        /// The other recording run.
+        run: String,
     },
     /// An API request failed.
     #[error(transparent)]
@@ -251,7 +262,7 @@ pub async fn record(
     plan: &Plan,
     opts: &RecordOptions,
 ) -> Result<Recorded, RecordError> {
-    let existing = read_existing(store, opts).await?;
+    let existing = read_existing(store, opts, ctx.deadline()).await?;
     let prev = existing.as_ref().and_then(|e| e.ledger.as_ref());
 
     // Which id marks our pauses; which earlier entries (and their own rules) we keep.
@@ -430,10 +441,22 @@ fn carry(prev: &Ledger, upgrade: &str) -> Vec<Entry> {
         .collect()
 }
 
-async fn read_existing(store: &LedgerStore, opts: &RecordOptions) -> Result<Option<Existing>, RecordError> {
+async fn read_existing(
+    store: &LedgerStore,
+    opts: &RecordOptions,
+    deadline: Instant,
+) -> Result<Option<Existing>, RecordError> {
     let at = store.at();
-    let Some(stored) = store.read().await? else {
-        return Ok(None);
+    // Another record between its intent and its confirmation is waited for: writing over its
+    // intent would let a restore in that finds its entries running and calls the ledger done
+    // (history seed 310: I1/lost).
+    let stored = match store.read_settled(deadline).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(None),
+        Err(SettleError::Api(f)) => return Err(f.into()),
+        Err(SettleError::RecordInProgress { run }) => {
+            return Err(RecordError::RecordInProgress { at: at.to_string(), run });
+        }
     };
     let rv = stored.resource_version;
     if stored.data.is_empty() {

@@ -285,6 +285,42 @@ async fn restore_waits_for_a_record_still_in_its_intent_phase() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_record_waits_for_one_still_in_its_intent_phase() {
+    // Found by the randomized histories (seed 310): a second record wrote over the first's
+    // intent, a restore then found the first's entries running and wrote "done", and the
+    // first's later pauses stayed paused for good.
+    let ns = namespace("intent-2").await;
+    let names: Vec<String> = (0..30).map(|i| format!("j-{i:02}")).collect();
+    create_charts(&ns, &names).await;
+    create_chart(&ns, "late").await;
+    let (_proxy, slow) = slowed("managedcharts");
+    let ledger = format!("{ns}/pause-ledger");
+    let mut args = vec!["record", "--ledger", &ledger, "--upgrade", "up-j", "--namespace", &ns, "--concurrency", "1"];
+    args.extend(names.iter().map(String::as_str));
+    let first = command(&slow, &args).spawn().unwrap();
+    eventually(Duration::from_secs(30), "the intent", || async {
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin(), &ns);
+        api.get_opt("pause-ledger")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.data.unwrap_or_default().contains_key("intent.yaml"))
+    })
+    .await;
+    assert!(count_paused(&ns).await < names.len(), "the first record finished already; nothing proven");
+    let second = record(cp().kubeconfig_path(), &ns, "up-j", &["late"]).await;
+    let first = first.wait_with_output().await.unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(second.code, 0, "{second:#?}");
+    assert!(second.stderr.contains("waiting for it"), "{}", second.stderr);
+    let (listed, yaml) = ledger_lists(&ns).await;
+    assert_eq!(listed.len(), names.len() + 1, "{yaml}");
+    let r = restore(&ledger, &[]).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(count_paused(&ns).await, 0, "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_is_never_written_over_a_newer_ledger() {
     let ns = namespace("newer").await;
     let (names, ledger) = seed_paused(&ns, "n", 30).await;

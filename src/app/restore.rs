@@ -1,8 +1,5 @@
 //! `pause-ledger restore`: from the ledger.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -13,7 +10,7 @@ use crate::events::Reason;
 use crate::exit::Exit;
 use crate::kinds::ObjectRef;
 use crate::ledger::{self, Ledger, Ownership};
-use crate::ledger_store::LedgerStore;
+use crate::ledger_store::{LedgerStore, SettleError};
 use crate::outcome;
 use crate::plan;
 use crate::preset::is_harvester_chart;
@@ -155,52 +152,26 @@ async fn not_ready_warnings(run: &Run<'_>, ledger: &Ledger) -> Vec<String> {
     warnings
 }
 
-/// How often a restore that waits for a `record` in its intent phase reads the ledger again.
-const INTENT_POLL: Duration = Duration::from_secs(1);
-
 /// Read and parse the ledger: `(ledger, status text, ConfigMap uid)`, `None` when there is
-/// none. While a `record` run is between its intent and its confirmation, wait for it (until
-/// this run's entry deadline): its entries are not paused yet, and a restore now would find
-/// them running and call the ledger done. An intent whose lease was not renewed for its
-/// `expiresAfterSeconds` (measured on this run's clock) belongs to a run that sends no more
-/// writes: it is restored as it stands.
+/// none; a `record` still in its intent phase is waited for, until this run's entry deadline
+/// ([`LedgerStore::read_settled`]).
 async fn read_ledger(
     run: &Run<'_>,
     store: &LedgerStore,
 ) -> Result<Option<(Ledger, Option<String>, Option<String>)>, RunError> {
-    // The intent last seen, and since when it has not changed.
-    let mut seen: Option<(ledger::Intent, Instant)> = None;
-    loop {
-        let stored = tokio::select! {
-            r = store.read() => r?,
-            _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("before the ledger was read")),
-        };
-        let Some(stored) = stored else { return Ok(None) };
-        let ledger = ledger::parse_configmap_data(&stored.data)?;
-        if let Some(intent) = &ledger.intent {
-            let since = match &seen {
-                Some((i, t)) if i == intent => *t,
-                _ => {
-                    if seen.is_none() {
-                        tracing::info!(record_run = %intent.run, "record is still writing this ledger; waiting for it");
-                    }
-                    seen = Some((intent.clone(), Instant::now()));
-                    Instant::now()
-                }
-            };
-            let expires = Duration::from_secs(intent.expires_after_seconds);
-            if since.elapsed() < expires {
-                if Instant::now() + INTENT_POLL >= run.entries.deadline() {
-                    return Err(RunError::RecordInProgress { at: store.at().clone(), run: intent.run.clone() });
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(INTENT_POLL) => continue,
-                    _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("while waiting for record")),
-                }
-            }
-            tracing::warn!(record_run = %intent.run, "the record run that wrote this ledger stopped renewing its intent: restoring what it intended");
+    let stored = tokio::select! {
+        r = store.read_settled(run.entries.deadline()) => r,
+        _ = run.ctx.cancel().cancelled() => return Err(RunError::Terminated("before the ledger was read")),
+    };
+    let stored = match stored {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(None),
+        Err(SettleError::Api(f)) => return Err(f.into()),
+        Err(SettleError::RecordInProgress { run: r }) => {
+            return Err(RunError::RecordInProgress { at: store.at().clone(), run: r });
         }
-        // The ledger's text (~150 bytes an entry) is not kept once parsed.
-        return Ok(Some((ledger, stored.status, stored.uid)));
-    }
+    };
+    // The ledger's text (~150 bytes an entry) is not kept once parsed.
+    let ledger = ledger::parse_configmap_data(&stored.data)?;
+    Ok(Some((ledger, stored.status, stored.uid)))
 }
