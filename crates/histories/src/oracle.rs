@@ -65,7 +65,8 @@
 //!     ownership evidence (the re-pause guard).
 //! - When only rescues may have written it:
 //!   - `I2/rescue-paused-before`: the ledger that existed when rescue started does not list the
-//!     object in `pausedBefore`;
+//!     object in `pausedBefore` (unless a version written between its spawn and its listing no
+//!     longer lists it: rescue may have read that one);
 //!   - `I2/rescue-unlisted`: rescue listed the object (`will unpause <Kind.group>
 //!     <ns>/<name>` on stderr) before unpausing it;
 //!   - `I2/rescue-stale`: no administrator or script write changed the object between the
@@ -313,8 +314,17 @@ fn rescue_listing(p: &ProcRecord) -> Vec<(Obj, f64)> {
 }
 
 fn rescue_rule(f: &Facts, r: &ProcRecord, obj: Obj, at_ms: f64) -> Option<(&'static str, String)> {
+    // Rescue honours the ledger it read, some time between its spawn and its listing: a
+    // version written in between that no longer lists the object may be the one it read.
+    let dropped_since_spawn =
+        f.t.log
+            .ledgers
+            .iter()
+            .filter(|l| l.at_ms > r.exited.spawned_ms && l.at_ms <= at_ms)
+            .any(|l| l.deleted || !ledger_view::read(&l.data).is_some_and(|v| v.paused_before.contains(&obj)));
     if let Some(view) = r.ledger_at_spawn.as_ref().and_then(ledger_view::read)
         && view.paused_before.contains(&obj)
+        && !dropped_since_spawn
     {
         return Some((
             "I2/rescue-paused-before",
@@ -935,6 +945,13 @@ mod tests {
         assert_eq!(rules(&rescue_trace(true, false, false)), Vec::<&str>::new());
         assert_eq!(rules(&rescue_trace(false, false, false)), vec!["I2/rescue-unlisted"]);
         assert_eq!(rules(&rescue_trace(true, true, false)), vec!["I2/rescue-paused-before"]);
+        // A record replaced the ledger between rescue's spawn and its listing: rescue may have
+        // read the new one, which no longer lists the chart.
+        let mut replaced = rescue_trace(true, true, false);
+        let y = "version: pause-ledger/v1\nupgrade: up-b\npausedAt: 2026-01-01T00:00:00Z\nentries: []\n";
+        let data = BTreeMap::from([("ledger.yaml".to_string(), y.to_string())]);
+        replaced.log.ledgers.push(LedgerVersion { seq: 9, at_ms: 550.0, rv: 9, deleted: false, gap: false, data });
+        assert_eq!(rules(&replaced), Vec::<&str>::new());
         assert_eq!(rules(&rescue_trace(true, false, true)), vec!["I2/rescue-stale"]);
     }
 

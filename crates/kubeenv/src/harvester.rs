@@ -203,17 +203,31 @@ pub async fn resume_managed_charts(client: &kube::Client, ns: &str) -> Result<Ve
         return Ok(Vec::new());
     };
     let mut resumed = Vec::new();
-    for mut chart in list.items {
-        let name = chart.metadata.name.clone().unwrap_or_default();
-        if chart.data["spec"]["paused"] != json!(true) || !RESUMED_BY_CONTROLLER.contains(&name.as_str()) {
-            continue;
+    let pp = PostParams { field_manager: Some(FIELD_MANAGER_HARVESTER.into()), ..Default::default() };
+    for listed in list.items {
+        let name = listed.metadata.name.clone().unwrap_or_default();
+        let mut chart = listed;
+        // A controller's update: on a conflict (Rancher writing the status meanwhile) it reads
+        // the chart again and retries, as a requeue would.
+        for attempt in 1.. {
+            if chart.data["spec"]["paused"] != json!(true) || !RESUMED_BY_CONTROLLER.contains(&name.as_str()) {
+                break;
+            }
+            if let Some(spec) = chart.data["spec"].as_object_mut() {
+                spec.remove("paused");
+            }
+            match api.replace(&name, &pp, &chart).await {
+                Ok(_) => {
+                    resumed.push(name.clone());
+                    break;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {
+                    let Some(again) = api.get_opt(&name).await? else { break };
+                    chart = again;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        if let Some(spec) = chart.data["spec"].as_object_mut() {
-            spec.remove("paused");
-        }
-        let pp = PostParams { field_manager: Some(FIELD_MANAGER_HARVESTER.into()), ..Default::default() };
-        api.replace(&name, &pp, &chart).await?;
-        resumed.push(name);
     }
     Ok(resumed)
 }
