@@ -256,18 +256,23 @@ async fn an_unmarked_ledger_never_restores_twice_and_hooks_can_refuse_it() {
     assert!(paused(&ns, "a").await, "an administrator's fresh pause was undone");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restore_waits_for_a_record_still_in_its_intent_phase() {
-    let ns = namespace("intent").await;
-    let names: Vec<String> = (0..30).map(|i| format!("i-{i:02}")).collect();
-    create_charts(&ns, &names).await;
-    let (_proxy, slow) = slowed("managedcharts");
+/// Charts `<prefix>-00`..`<prefix>-29`, recorded as `upgrade` one at a time through a slowing
+/// proxy: returned once that record has written its intent and is still pausing (the proxy,
+/// which must outlive it, and the record process).
+async fn record_in_intent_phase(
+    ns: &str,
+    prefix: &str,
+    upgrade: &str,
+) -> (fault_proxy::FaultProxy, tokio::process::Child) {
+    let names: Vec<String> = (0..30).map(|i| format!("{prefix}-{i:02}")).collect();
+    create_charts(ns, &names).await;
+    let (proxy, slow) = slowed("managedcharts");
     let ledger = format!("{ns}/pause-ledger");
-    let mut args = vec!["record", "--ledger", &ledger, "--upgrade", "up-i", "--namespace", &ns, "--concurrency", "1"];
+    let mut args = vec!["record", "--ledger", &ledger, "--upgrade", upgrade, "--namespace", ns, "--concurrency", "1"];
     args.extend(names.iter().map(String::as_str));
-    let recording = command(&slow, &args).spawn().unwrap();
+    let child = command(&slow, &args).spawn().unwrap();
     eventually(Duration::from_secs(30), "the intent", || async {
-        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin(), &ns);
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin(), ns);
         api.get_opt("pause-ledger")
             .await
             .ok()
@@ -275,8 +280,15 @@ async fn restore_waits_for_a_record_still_in_its_intent_phase() {
             .is_some_and(|c| c.data.unwrap_or_default().contains_key("intent.yaml"))
     })
     .await;
-    assert!(count_paused(&ns).await < names.len(), "record finished before restore started; nothing proven");
-    let r = restore(&ledger, &[]).await;
+    assert!(count_paused(ns).await < names.len(), "record finished already; nothing proven");
+    (proxy, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_waits_for_a_record_still_in_its_intent_phase() {
+    let ns = namespace("intent").await;
+    let (_proxy, recording) = record_in_intent_phase(&ns, "i", "up-i").await;
+    let r = restore(&format!("{ns}/pause-ledger"), &[]).await;
     let rec = recording.wait_with_output().await.unwrap();
     assert_eq!(rec.status.code(), Some(0), "{}", String::from_utf8_lossy(&rec.stderr));
     assert_eq!(r.code, 0, "{r:#?}");
@@ -290,31 +302,16 @@ async fn a_second_record_waits_for_one_still_in_its_intent_phase() {
     // intent, a restore then found the first's entries running and wrote "done", and the
     // first's later pauses stayed paused for good.
     let ns = namespace("intent-2").await;
-    let names: Vec<String> = (0..30).map(|i| format!("j-{i:02}")).collect();
-    create_charts(&ns, &names).await;
     create_chart(&ns, "late").await;
-    let (_proxy, slow) = slowed("managedcharts");
+    let (_proxy, first) = record_in_intent_phase(&ns, "j", "up-j").await;
     let ledger = format!("{ns}/pause-ledger");
-    let mut args = vec!["record", "--ledger", &ledger, "--upgrade", "up-j", "--namespace", &ns, "--concurrency", "1"];
-    args.extend(names.iter().map(String::as_str));
-    let first = command(&slow, &args).spawn().unwrap();
-    eventually(Duration::from_secs(30), "the intent", || async {
-        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin(), &ns);
-        api.get_opt("pause-ledger")
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.data.unwrap_or_default().contains_key("intent.yaml"))
-    })
-    .await;
-    assert!(count_paused(&ns).await < names.len(), "the first record finished already; nothing proven");
     let second = record(cp().kubeconfig_path(), &ns, "up-j", &["late"]).await;
     let first = first.wait_with_output().await.unwrap();
     assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
     assert_eq!(second.code, 0, "{second:#?}");
     assert!(second.stderr.contains("waiting for it"), "{}", second.stderr);
     let (listed, yaml) = ledger_lists(&ns).await;
-    assert_eq!(listed.len(), names.len() + 1, "{yaml}");
+    assert_eq!(listed.len(), 31, "{yaml}");
     let r = restore(&ledger, &[]).await;
     assert_eq!(r.code, 0, "{r:#?}");
     assert_eq!(count_paused(&ns).await, 0, "{r:#?}");
